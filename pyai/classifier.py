@@ -1,0 +1,128 @@
+"""The plain Python API: bytes -> decoded frame -> tensor -> scores -> labels.
+
+>>> from pyai import Classifier
+>>> with Classifier(model="models/mobilenet_v2_1.0_224_quant.tflite",
+...                 labels="models/imagenet_labels.txt") as clf:
+...     clf.label(open("cat.jpg", "rb").read())[0]
+{'confidence': 0.82, 'label': '286:Egyptian cat'}
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, Iterable, List
+
+import numpy as np
+
+from .config import Config, load_config
+from .decode import Limits, decode
+from .labels import Result, load_labels, top_k
+from .model import Model
+from .resize import resize_into
+from .source import ImageInput, to_bytes
+
+
+class Classifier:
+    """A model and its labels, loaded once; ``label()`` is safe to call from any thread.
+
+    Options mirror MediaPipe's ImageClassifier: ``top_k`` (max_results) and
+    ``min_confidence`` (score_threshold) are defaults that each call may override.
+    """
+
+    def __init__(self, config: Config | None = None, **overrides: Any):
+        cfg = config if config is not None else load_config()
+        if overrides:
+            cfg = cfg.replace(**overrides)
+        self.config = cfg
+        self.model = Model(cfg.model, cfg.interpreter_threads)
+        self.labels = load_labels(cfg.labels, self.model.num_classes)
+        self.limits = Limits(max_pixels=cfg.max_pixels)
+        w, h = self.model.input_size
+        self.decode_size = (math.ceil(w * cfg.decode_oversample), math.ceil(h * cfg.decode_oversample))
+        self._lock = threading.Lock()
+        self._engine = None
+        self._engine_lock = threading.Lock()
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Run once on a blank frame so the first real call does not pay delegate set-up."""
+        with self._lock:
+            self.model.input_tensor[...] = 0
+            self.model.run()
+
+    # -- stages, usable one by one (the engine and the bench call them) --------
+
+    def decode(self, image: ImageInput) -> np.ndarray:
+        """Stages 1-2: caller's input (raw bytes or base64 text) -> RGB frame."""
+        return self.decode_bytes(to_bytes(image, self.config.max_encoded_bytes))
+
+    def decode_bytes(self, data: bytes | memoryview) -> np.ndarray:
+        """Stage 2: encoded image bytes -> RGB frame at least the model's input size."""
+        return decode(data, self.decode_size, self.limits)
+
+    def fill(self, frame: np.ndarray, slot: np.ndarray) -> None:
+        """Stage 3: resize ``frame`` straight into ``slot`` (a view of an input tensor)."""
+        resize_into(frame, slot, mean=self.config.mean, std=self.config.std)
+
+    def results(self, raw: np.ndarray, k: int | None = None, min_confidence: float | None = None) -> Result:
+        """Stage 5: one row of raw scores -> top-k list."""
+        return top_k(
+            raw,
+            self.labels,
+            self.config.top_k if k is None else k,
+            self.model.output_scale,
+            self.model.output_zero_point if self.model.output_dtype != np.float32 else 0,
+            self.config.min_confidence if min_confidence is None else min_confidence,
+        )
+
+    # -- one frame ----------------------------------------------------------------
+
+    def label(self, image: ImageInput, top_k: int | None = None, min_confidence: float | None = None) -> Result:
+        """Top-k labels of one image (raw bytes or base64 text), best first.
+
+        Raises BadInput with a one-line reason when the image cannot be used.
+        """
+        return self.label_frame(self.decode(image), top_k, min_confidence)
+
+    def label_frame(self, frame: np.ndarray, top_k: int | None = None, min_confidence: float | None = None) -> Result:
+        """Top-k labels of one decoded RGB frame (any size)."""
+        with self._lock:
+            self.fill(frame, self.model.input_slot(0))
+            raw = self.model.run()[0]
+            return self.results(raw, top_k, min_confidence)
+
+    # -- many frames: the batching engine ------------------------------------------
+
+    @property
+    def engine(self):
+        """The batching engine, started on first use (shares this classifier's model)."""
+        with self._engine_lock:
+            if self._engine is None:
+                from .engine import Engine
+
+                self._engine = Engine(self)
+            return self._engine
+
+    def submit(self, image: ImageInput):
+        """Queue one image; returns a Future of its result list."""
+        return self.engine.submit(image)
+
+    def label_many(self, images: Iterable[ImageInput]) -> List[Result]:
+        """Label many images through the batching engine; raises on the first bad one."""
+        return [f.result() for f in [self.submit(i) for i in images]]
+
+    def stats(self) -> dict:
+        return self._engine.stats() if self._engine is not None else {}
+
+    def close(self) -> None:
+        """Finish every accepted frame, then stop the engine's threads."""
+        with self._engine_lock:
+            if self._engine is not None:
+                self._engine.close()
+
+    def __enter__(self) -> "Classifier":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,160 @@
+"""Configuration: one dataclass, read from the plugin's JSON file, overridden by environment.
+
+eKuiper passes nothing plugin-specific to the process, so the plugin reads
+``pyai_config.json`` from its own folder; every key can be overridden by an
+environment variable ``PYAI_<KEY>`` (upper case), e.g. ``PYAI_THREADS=4``.
+Relative model/labels paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ModelError
+
+CONFIG_FILE_NAME = "pyai_config.json"
+ENV_PREFIX = "PYAI_"
+MAX_AUTO_THREADS = 4
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+@dataclass
+class Config:
+    """Every tunable of pyai, with its default.
+
+    model, labels: paths of the .tflite model and its labels file (one label a line,
+        line 0 is index 0).
+    threads: interpreter threads; 0 means the usable cores, capped at 4 (XNNPACK
+        gains little beyond that for a 224x224 MobileNet and it starves the decoder).
+    top_k: how many results ``labelImage`` returns, best first.
+    min_confidence: results below this score are dropped.
+    decode_oversample: JPEG DCT-domain downscaling stops at this multiple of the
+        model's input size. At 1.0 the decoder throws away detail the final resize
+        still needs: kite_and_cold.jpg flips from seashore to volleyball; 1.25 keeps
+        every sample image's top-1 equal to a full-resolution reference.
+    mean, std: normalisation for float-input models, ``(x - mean) / std``.
+    max_encoded_bytes: largest accepted encoded image (checked on the base64
+        length before decoding it).
+    max_pixels: largest accepted image in pixels (read from the header before decoding).
+    workers: decode/resize threads of the batching engine.
+    max_batch: most frames the engine runs in one inference batch.
+    max_queue_delay_ms: longest the engine waits for more frames to fill a batch.
+    batch_mode: "auto" (use the batch the bench found faster), "native" (rewrite the
+        model's batch dimension) or "loop" (one invoke per frame).
+    stats_log_interval_s: how often the engine logs its counters; 0 disables.
+    """
+
+    model: str = "mobilenet_v2_1.0_224_quant.tflite"
+    labels: str = "imagenet_labels.txt"
+    threads: int = 0
+    top_k: int = 5
+    min_confidence: float = 0.0
+    decode_oversample: float = 1.25
+    mean: float = 127.5
+    std: float = 127.5
+    max_encoded_bytes: int = 16 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    workers: int = 2
+    max_batch: int = 8
+    max_queue_delay_ms: float = 2.0
+    batch_mode: str = "auto"
+    stats_log_interval_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            try:
+                setattr(self, f.name, _coerce(f.type, value))
+            except (TypeError, ValueError) as exc:
+                raise ModelError(f"config {f.name}={value!r}: {exc}") from None
+        if self.top_k < 1:
+            raise ModelError("config top_k must be >= 1")
+        if self.threads < 0 or self.workers < 1 or self.max_batch < 1:
+            raise ModelError("config threads must be >= 0, workers and max_batch >= 1")
+        if self.batch_mode not in ("auto", "native", "loop"):
+            raise ModelError("config batch_mode must be auto, native or loop")
+        if self.decode_oversample < 1.0:
+            raise ModelError("config decode_oversample must be >= 1.0")
+        if self.std == 0:
+            raise ModelError("config std must not be 0")
+
+    @property
+    def interpreter_threads(self) -> int:
+        return self.threads or min(usable_cores(), MAX_AUTO_THREADS)
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(type_name: Any, value: Any) -> Any:
+    name = type_name if isinstance(type_name, str) else type_name.__name__
+    if name == "int":
+        if isinstance(value, bool):
+            raise TypeError("expected an integer")
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError("expected an integer")
+        return int(value)
+    if name == "float":
+        if isinstance(value, bool):
+            raise TypeError("expected a number")
+        return float(value)
+    return str(value)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Config:
+    """Build a Config from defaults < JSON file < ``PYAI_*`` environment < keyword overrides.
+
+    ``path`` may be the file or the folder holding ``pyai_config.json``; when it is
+    None, ``PYAI_CONFIG`` names the file, and a missing file just means defaults.
+    """
+    env = os.environ if env is None else env
+    known = {f.name for f in fields(Config)}
+    values: dict[str, Any] = {}
+    base = Path.cwd()
+
+    if path is None and env.get(ENV_PREFIX + "CONFIG"):
+        path = env[ENV_PREFIX + "CONFIG"]
+    if path is not None:
+        p = Path(path)
+        if p.is_dir():
+            p = p / CONFIG_FILE_NAME
+        base = p.parent
+        if p.exists():
+            try:
+                data = json.loads(p.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ModelError(f"cannot read config {p}: {exc}") from None
+            if not isinstance(data, dict):
+                raise ModelError(f"config {p} must hold a JSON object")
+            unknown = set(data) - known
+            if unknown:
+                raise ModelError(f"config {p}: unknown keys {sorted(unknown)}")
+            values.update(data)
+
+    for name in known:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = Config(**values)
+    for name in ("model", "labels"):
+        p = Path(getattr(cfg, name)).expanduser()
+        if not p.is_absolute():
+            p = base / p
+        setattr(cfg, name, str(p))
+    return cfg

@@ -1,0 +1,142 @@
+"""The SQL functions pyai exposes to eKuiper, as thin wrappers of the Python API.
+
+- ``labelImage(img [, topK [, minConfidence]])``: one frame -> top-k list.
+- ``labelImages(col)``: aggregate over a window's frames -> one list per frame,
+  ``{"error": reason}`` in place of a bad frame.
+- ``pyaiStats()``: the engine's counters and latency percentiles.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, List, Optional
+
+from ..classifier import Classifier
+from ..errors import BadInput, PyaiError
+from ..source import b64decode, to_bytes
+from .runtime import FrameArg, Function, one_line
+
+log = logging.getLogger(__name__)
+
+
+class ClassifierHolder:
+    """Loads the classifier once at start-up and remembers why, if it could not."""
+
+    def __init__(self, factory: Callable[[], Classifier]):
+        self.error: Optional[str] = None
+        self.classifier: Optional[Classifier] = None
+        try:
+            self.classifier = factory()
+        except (PyaiError, OSError, ValueError, RuntimeError) as exc:
+            self.error = f"pyai could not load its model: {one_line(exc)}"
+            log.error("%s", self.error)
+
+    def get(self) -> Classifier:
+        if self.classifier is None:
+            raise PyaiError(self.error or "pyai model not loaded")
+        return self.classifier
+
+
+def _frame_bytes(clf: Classifier, arg: Any) -> bytes | memoryview:
+    """A Go-encoded []byte arrives as base64 text; decode it without copying the request."""
+    if isinstance(arg, FrameArg):
+        return b64decode(arg.view, clf.config.max_encoded_bytes)
+    return to_bytes(arg, clf.config.max_encoded_bytes)
+
+
+def _int_arg(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
+        raise BadInput(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _float_arg(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadInput(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+class LabelImage:
+    """``labelImage(img [, topK [, minConfidence]])``."""
+
+    def __init__(self, holder: ClassifierHolder):
+        self.holder = holder
+
+    def validate(self, args: List[Any]) -> str:
+        if not 1 <= len(args) <= 3:
+            return f"labelImage takes 1 to 3 arguments (image [, topK [, minConfidence]]), got {len(args)}"
+        return ""
+
+    def is_aggregate(self) -> bool:
+        return False
+
+    def exec(self, args: List[Any]) -> Any:
+        if not 1 <= len(args) <= 3:
+            raise BadInput(f"labelImage takes 1 to 3 arguments, got {len(args)}")
+        clf = self.holder.get()
+        k = _int_arg(args[1], "topK") if len(args) > 1 else None
+        min_conf = _float_arg(args[2], "minConfidence") if len(args) > 2 else None
+        frame = clf.decode_bytes(_frame_bytes(clf, args[0]))
+        return clf.label_frame(frame, top_k=k, min_confidence=min_conf)
+
+
+class LabelImages:
+    """``labelImages(col)``: aggregate; one result list per frame of the window, in order."""
+
+    def __init__(self, holder: ClassifierHolder):
+        self.holder = holder
+
+    def validate(self, args: List[Any]) -> str:
+        if len(args) != 1:
+            return f"labelImages takes 1 argument (the image column), got {len(args)}"
+        return ""
+
+    def is_aggregate(self) -> bool:
+        return True
+
+    def exec(self, args: List[Any]) -> Any:
+        if len(args) != 1:
+            raise BadInput(f"labelImages takes 1 argument, got {len(args)}")
+        frames = args[0]
+        if isinstance(frames, FrameArg):
+            frames = [frames]
+        if not isinstance(frames, list):
+            raise BadInput("labelImages expects the list of a window's images")
+        engine = self.holder.get().engine
+        futures = []
+        for f in frames:
+            if isinstance(f, FrameArg):
+                f = bytes(f.view)
+            futures.append(engine.submit(f))
+        out = []
+        for fut in futures:
+            try:
+                out.append(fut.result())
+            except PyaiError as exc:
+                out.append({"error": one_line(exc)})
+        return out
+
+
+class PyaiStats:
+    """``pyaiStats()``: counters and latency percentiles of the engine."""
+
+    def __init__(self, holder: ClassifierHolder):
+        self.holder = holder
+
+    def validate(self, args: List[Any]) -> str:
+        return "" if len(args) == 0 else f"pyaiStats takes no arguments, got {len(args)}"
+
+    def is_aggregate(self) -> bool:
+        return False
+
+    def exec(self, args: List[Any]) -> Any:
+        clf = self.holder.get()
+        return {"model": clf.model.describe(), "engine": clf.engine.stats()}
+
+
+def build_functions(holder: ClassifierHolder) -> Dict[str, Callable[[], Function]]:
+    return {
+        "labelImage": lambda: LabelImage(holder),
+        "labelImages": lambda: LabelImages(holder),
+        "pyaiStats": lambda: PyaiStats(holder),
+    }

@@ -1,0 +1,133 @@
+"""Shared fixtures: models and photos (fetched with sha256 checks), the plugin zip
+installed as eKuiper installs it, and a host that speaks the plugin protocol."""
+
+from __future__ import annotations
+
+import io
+import os
+import runpy
+import shlex
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterator, List
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+FETCH = runpy.run_path(str(REPO / "models" / "fetch.py"))
+MODEL_NAMES = [n for n in FETCH["PINNED"] if n.endswith(".tflite")]
+DEFAULT_MODEL = "mobilenet_v2_1.0_224_quant.tflite"
+TINY_MODEL = "mobilenet_v1_0.25_128_quant.tflite"
+
+# Top-1 of mobilenet_v2_1.0_224_quant with a careful resize (shared/README.md);
+# the other photos are ambiguous and are compared with a reference instead.
+EXPECTED_TOP1 = {
+    "cat_720p.jpg": "286:Egyptian cat",
+    "cat_1080p.jpg": "286:Egyptian cat",
+    "hot_dog.jpg": "935:hotdog, hot dog, red hot",
+    "grace_hopper.bmp": "653:military uniform",
+    "bird.bmp": "20:chickadee",
+    "sunflower.bmp": "986:daisy",
+    "dragonfly.bmp": "320:dragonfly, darning needle, devil's darning needle, sewing needle, snake feeder, snake doctor, mosquito hawk, skeeter hawk",
+    "missvickie_potato_chips.bmp": "693:packet",
+    "parrot.jpg": "89:macaw",
+}
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    FETCH["fetch"](list(FETCH["PINNED"]), quiet=True)
+    return REPO / "models"
+
+
+@pytest.fixture(scope="session")
+def labels_path(models_dir: Path) -> Path:
+    return models_dir / "imagenet_labels.txt"
+
+
+@pytest.fixture(scope="session")
+def images() -> Dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in FETCH["fetch_images"](quiet=True)}
+
+
+@pytest.fixture(scope="session")
+def classifier(models_dir: Path, labels_path: Path):
+    from pyai import Classifier
+
+    clf = Classifier(model=str(models_dir / DEFAULT_MODEL), labels=str(labels_path), threads=2)
+    yield clf
+    clf.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(models_dir: Path, labels_path: Path):
+    from pyai import Classifier
+
+    clf = Classifier(model=str(models_dir / TINY_MODEL), labels=str(labels_path), threads=1)
+    yield clf
+    clf.close()
+
+
+def encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def reference_top1(clf, data: bytes):
+    """A careful reference: Pillow full decode, antialiased bilinear resize, same interpreter."""
+    im = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = clf.model.input_size
+    arr = np.asarray(im.resize((w, h), Image.BILINEAR))
+    with clf._lock:
+        clf.model.input_slot(0)[...] = arr
+        raw = clf.model.run()[0]
+        return clf.results(raw, 1)[0]
+
+
+# -- the plugin, installed as eKuiper installs it ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def plugin_zip(models_dir: Path, tmp_path_factory) -> Path:
+    from pyai.plugin import package
+
+    return package.build(tmp_path_factory.mktemp("dist") / "pyai.zip")
+
+
+@pytest.fixture(scope="session")
+def installed_plugin(plugin_zip: Path, tmp_path_factory):
+    """(plugin_dir, python command). With PYAI_PLUGIN_PYTHON set (e.g. the emulated
+    aarch64 launcher), the zip is unpacked and that interpreter runs it instead of a
+    venv made by install.sh."""
+    from pyai import hostsim
+
+    work = tmp_path_factory.mktemp("ekuiper")
+    custom = os.environ.get("PYAI_PLUGIN_PYTHON")
+    if custom:
+        plugin_dir = hostsim.unpack_plugin(plugin_zip, work)
+        return plugin_dir, shlex.split(custom), ""
+    plugin_dir, python, log = hostsim.install_zip(plugin_zip, str(work))
+    return plugin_dir, [str(python)], log
+
+
+@pytest.fixture(scope="session")
+def host(installed_plugin) -> Iterator:
+    from pyai.hostsim import PluginHost
+
+    plugin_dir, python, _ = installed_plugin
+    timeout = float(os.environ.get("PYAI_HOST_TIMEOUT", "5"))
+    h = PluginHost(plugin_dir, python, recv_timeout_s=timeout)
+    h.start()
+    h.start_symbol("labelImage")
+    yield h
+    log = h.log_text()
+    h.close()
+    if "Traceback" in log:
+        print(log[-4000:])
+
+
+def labels_of(reply) -> List[str]:
+    return [r["label"] for r in reply.result]
