@@ -134,10 +134,10 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         arr = np.asarray(im, dtype=np.uint32)
         peak = 65535 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
         grey = (arr * 255 // peak).astype(np.uint8)
-        return Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2), "RGB")
+        return Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2))
     if mode == "F":
         arr = np.clip(np.asarray(im), 0, 255).astype(np.uint8)
-        return Image.fromarray(np.repeat(arr[:, :, None], 3, axis=2), "RGB")
+        return Image.fromarray(np.repeat(arr[:, :, None], 3, axis=2))
     if mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     # Alpha is dropped, as TensorFlow's decode_image(channels=3) does.
