@@ -112,7 +112,7 @@ class LabelImages:
         for fut in futures:
             try:
                 out.append(fut.result())
-            except PyaiError as exc:
+            except Exception as exc:  # noqa: BLE001 - one frame's failure must not sink the window
                 out.append({"error": one_line(exc)})
         return out
 
@@ -131,7 +131,8 @@ class PyaiStats:
 
     def exec(self, args: List[Any]) -> Any:
         clf = self.holder.get()
-        return {"model": clf.model.describe(), "engine": clf.engine.stats()}
+        # clf.stats() does not start the engine: {} until labelImages has run.
+        return {"model": clf.model.describe(), "engine": clf.stats()}
 
 
 def build_functions(holder: ClassifierHolder) -> Dict[str, Callable[[], Function]]:

@@ -1,0 +1,219 @@
+"""pytest-benchmark: the batching engine, on 720p JPEG frames and the default model.
+
+    pytest bench/test_bench_engine.py -s                 # numbers + tables
+    pytest bench/test_bench_engine.py -k "api or lone"   # skip the plugin install
+
+- windows: frames/s of ``labelImages`` over windows of 8 frames vs 8 sequential
+  ``labelImage`` calls, through the eKuiper protocol (host emulator + the
+  packaged plugin) and through the Python API. Rounds interleave the two sides,
+  so a noisy neighbour slows both alike.
+- lone frame: one frame through the engine vs the direct path, p50 of pairs.
+- sweep: engine frames/s per workers / threads / max_batch on this machine;
+  run it on the target hardware to tune pyai_config.json.
+
+These report numbers (``extra_info`` and a printed table); they assert only
+that the answers are right.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Dict, List
+
+import pytest
+
+import benchlib
+import engine_tuning
+
+WINDOW = 8
+ROUNDS = int(os.environ.get("PYAI_BENCH_ENGINE_ROUNDS", "40"))
+
+
+def _table(capsys, title: str, rows: List[Dict[str, object]]) -> None:
+    with capsys.disabled():
+        print(f"\n{title}")
+        engine_tuning.print_table(rows, lambda line: print("  " + line))
+
+
+def _fps(seconds_per_window: List[float]) -> float:
+    return WINDOW / statistics.median(seconds_per_window)
+
+
+# -- windows of 8 through the protocol -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def window_plugin(plugin_env, emulated):
+    spec = benchlib.PluginSpec("pyai_windows", "pyai", plugin_env.pyai_dir, "pyai: labelImage + labelImages",
+                               symbols=("labelImage", "labelImages", "pyaiStats"))
+    with benchlib.running_plugin(plugin_env, spec, benchlib.host_timeout_s(emulated)) as run:
+        yield run
+
+
+def test_windows_through_the_protocol(benchmark, window_plugin, frames, capsys):
+    from pyai.hostsim import go_json
+
+    host = window_plugin.host
+    frame = frames["720p"]
+    meta = go_json({"ruleId": "rule1", "opId": "op1", "instanceId": 0, "funcId": 0}).decode()
+    window_req = go_json({"func": "Exec", "arg": [[frame] * WINDOW, meta]})
+    single_req = benchlib.exec_request(frame)
+    want, _ = benchlib.call(host, single_req)
+    got, _ = benchlib.call(host, window_req, "labelImages")
+    assert got == [want] * WINDOW
+
+    singles: List[float] = []
+
+    def eight_singles():
+        # pedantic's untimed setup: the sequential side of the same round.
+        t0 = time.perf_counter()
+        for _ in range(WINDOW):
+            benchlib.call(host, single_req)
+        singles.append(time.perf_counter() - t0)
+
+    for _ in range(3):
+        eight_singles()
+    singles.clear()
+    benchmark.group = "engine windows of 8 (protocol)"
+    benchmark.pedantic(host.functions["labelImages"].request, args=(window_req,), setup=eight_singles,
+                       rounds=ROUNDS, iterations=1, warmup_rounds=3)
+    windows = list(benchmark.stats.stats.data)
+    st = benchlib.call(host, go_json({"func": "Exec", "arg": [meta]}), "pyaiStats")[0]["engine"]
+    seq_fps, win_fps = _fps(singles), _fps(windows)
+    benchmark.extra_info.update({
+        "frame": "cat_720p.jpg", "window": WINDOW, "rounds": ROUNDS,
+        "label_images_fps": round(win_fps, 1), "sequential_label_image_fps": round(seq_fps, 1),
+        "speedup": round(win_fps / seq_fps, 3), "target_speedup": 1.5,
+        "batch_mode": st["batch_mode"], "workers": st["workers"], "max_batch": st["max_batch"],
+        "batch_sizes": st["batch_sizes"],
+    })
+    _table(capsys, f"windows of 8 x cat_720p.jpg through the eKuiper protocol (packaged plugin, "
+                   f"batch_mode={st['batch_mode']}, workers={st['workers']})", [
+        {"path": "8 x labelImage, sequential", "p50 ms/window": statistics.median(singles) * 1e3,
+         "frames/s": seq_fps, "speedup": 1.0},
+        {"path": "labelImages(window of 8)", "p50 ms/window": statistics.median(windows) * 1e3,
+         "frames/s": win_fps, "speedup": win_fps / seq_fps},
+    ])
+
+
+# -- windows of 8 through the Python API -------------------------------------------------------
+
+
+def test_windows_through_the_api(benchmark, bench_classifier, frames, capsys):
+    clf = bench_classifier
+    frame = frames["720p"]
+    window = [frame] * WINDOW
+    want = clf.label(frame)
+    assert clf.label_many(window) == [want] * WINDOW
+
+    singles: List[float] = []
+
+    def eight_singles():
+        t0 = time.perf_counter()
+        for x in window:
+            clf.label(x)
+        singles.append(time.perf_counter() - t0)
+
+    benchmark.group = "engine windows of 8 (Python API)"
+    benchmark.pedantic(clf.label_many, args=(window,), setup=eight_singles,
+                       rounds=ROUNDS * 2, iterations=1, warmup_rounds=3)
+    windows = list(benchmark.stats.stats.data)
+    st = clf.stats()
+    seq_fps, win_fps = _fps(singles), _fps(windows)
+    benchmark.extra_info.update({
+        "frame": "cat_720p.jpg", "window": WINDOW, "batch_mode": st["batch_mode"],
+        "workers": st["workers"], "max_batch": st["max_batch"], "threads": clf.config.interpreter_threads,
+        "label_many_fps": round(win_fps, 1), "sequential_label_fps": round(seq_fps, 1),
+        "speedup": round(win_fps / seq_fps, 3), "batch_sizes": st["batch_sizes"],
+        "latency_p50_ms": {k: v.get("p50_ms") for k, v in st["latency"].items()},
+    })
+    _table(capsys, f"windows of 8 x cat_720p.jpg through the Python API (batch_mode={st['batch_mode']}, "
+                   f"workers={st['workers']}, threads={clf.config.interpreter_threads})", [
+        {"path": "8 x Classifier.label", "p50 ms/window": statistics.median(singles) * 1e3,
+         "frames/s": seq_fps, "speedup": 1.0},
+        {"path": "Classifier.label_many(8)", "p50 ms/window": statistics.median(windows) * 1e3,
+         "frames/s": win_fps, "speedup": win_fps / seq_fps},
+    ])
+
+
+# -- a lone frame ------------------------------------------------------------------------------
+
+
+def test_lone_frame_engine_vs_direct(benchmark, bench_classifier, frames, capsys):
+    clf = bench_classifier
+    frame = frames["720p"]
+    engine = clf.engine
+    direct: List[float] = []
+
+    def one_direct():
+        t0 = time.perf_counter()
+        clf.label(frame)
+        direct.append(time.perf_counter() - t0)
+
+    def one_engine():
+        return engine.submit(frame).result()
+
+    assert one_engine() == clf.label(frame)
+    benchmark.group = "engine lone frame"
+    benchmark.pedantic(one_engine, setup=one_direct, rounds=ROUNDS * 10, iterations=1, warmup_rounds=10)
+    via_engine = list(benchmark.stats.stats.data)
+    d50, e50 = statistics.median(direct), statistics.median(via_engine)
+    pair = statistics.median(e / d for d, e in zip(direct, via_engine))
+    benchmark.extra_info.update({
+        "direct_p50_ms": round(d50 * 1e3, 3), "engine_p50_ms": round(e50 * 1e3, 3),
+        "overhead": round(e50 / d50 - 1, 4), "pairwise_overhead": round(pair - 1, 4), "target": 0.03,
+    })
+    _table(capsys, "a lone cat_720p.jpg frame: engine vs direct path", [
+        {"path": "Classifier.label (direct)", "p50 ms": d50 * 1e3, "vs direct": 1.0},
+        {"path": "engine.submit().result()", "p50 ms": e50 * 1e3, "vs direct": e50 / d50},
+        {"path": "median of per-pair ratios", "p50 ms": float("nan"), "vs direct": pair},
+    ])
+
+
+# -- tuning sweep ------------------------------------------------------------------------------
+
+
+def test_tuning_sweep(benchmark, frames, capsys):
+    cores = benchlib.usable_cores()
+    threads = sorted({1, min(2, cores), min(cores, 4)})
+    workers = sorted({1, 2, min(cores + 1, 4)})
+    seconds = float(os.environ.get("PYAI_BENCH_SWEEP_SECONDS", "1.5"))
+    lines: List[str] = []
+    points = engine_tuning.sweep(frames["720p"], threads_list=threads, workers_list=workers,
+                                 max_batch_list=(1, 4, 8), seconds=seconds, passes=3, log=lines.append)
+    best, direct = engine_tuning.best_engine(points), engine_tuning.best_direct(points)
+    benchmark.group = "engine tuning sweep"
+    # The timed body is the best configuration's window, so the row means something.
+    clf = engine_tuning.make_classifier(threads=best.threads)
+    try:
+        from pyai.engine import Engine
+
+        with Engine(clf, workers=best.workers, max_batch=best.max_batch, batch_mode=best.batch_mode,
+                    stats_log_interval_s=0) as eng:
+            window = [frames["720p"]] * WINDOW
+            benchmark.pedantic(lambda: [f.result() for f in [eng.submit(x) for x in window]],
+                               rounds=20, iterations=1, warmup_rounds=2)
+    finally:
+        clf.close()
+    benchmark.extra_info.update({
+        "usable_cores": cores,
+        "best": {"threads": best.threads, "workers": best.workers, "max_batch": best.max_batch,
+                 "batch_mode": best.batch_mode, "fps": round(best.fps, 1)},
+        "best_direct": {"threads": direct.threads, "fps": round(direct.fps, 1)},
+        "speedup_vs_best_direct": round(best.fps / direct.fps, 3),
+        "sweep": [{"threads": p.threads, "workers": p.workers, "max_batch": p.max_batch,
+                   "batch_mode": p.batch_mode, "fps": round(p.fps, 1),
+                   "fps_runs": [round(x, 1) for x in p.fps_runs]} for p in points],
+    })
+    rows = [{"threads": p.threads, "workers": p.workers or "-", "max_batch": p.max_batch if p.workers else "-",
+             "batch_mode": p.batch_mode, "frames/s": p.fps, "vs best direct": p.fps / direct.fps,
+             "spread": (max(p.fps_runs) - min(p.fps_runs)) / p.fps}
+            for p in sorted(points, key=lambda p: -p.fps)]
+    _table(capsys, f"engine sweep on {cores} usable cores, windows of 8 x cat_720p.jpg, median of 3 "
+                   f"round-robin passes (workers '-' = direct path, sequential Classifier.label)", rows)
+    with capsys.disabled():
+        print(f"  best: threads={best.threads} workers={best.workers} max_batch={best.max_batch} "
+              f"(batch_mode={best.batch_mode}), {best.fps / direct.fps:.2f}x the best direct path "
+              f"-> set these in pyai_config.json")

@@ -1,0 +1,403 @@
+"""The batching engine: many producers, a few decoders, one inference thread.
+
+eKuiper calls one function symbol strictly one at a time, so concurrency pays
+only when one call carries many frames (``labelImages`` over a window) or when
+several symbols run at once. The engine serves both:
+
+    submit() --jobs--> decoder threads --ready--> inference thread --> Future
+                       (decode + resize into       (coalesces up to max_batch,
+                        a preallocated slot)        one invoke or one per frame)
+
+- Decoders (``workers``) run simplejpeg and the C resize, which release the GIL,
+  so decoding overlaps inference. Each frame is resized into one slot of a ring
+  allocated once, so steady state allocates nothing frame-sized beyond what the
+  JPEG decoder returns. A decoder waits for a free slot: that is the only
+  back-pressure, and it never blocks ``submit``.
+- The inference thread is the only one that touches an interpreter. With the
+  classifier's own batch-1 model it holds ``classifier._lock`` per invoke, so the
+  direct ``Classifier.label`` path interleaves with it. With a batch-rewritten
+  model (``batch_mode``) it owns that model outright.
+- A frame submitted while the engine is idle skips the decoders: the inference
+  thread decodes it and resizes it straight into the input tensor, exactly the
+  work of ``Classifier.label`` plus one hand-off each way, so a lone frame pays
+  no batching latency.
+- Coalescing: the inference thread takes whatever is ready, up to ``max_batch``;
+  while more frames are still being decoded it waits for them up to
+  ``max_queue_delay_ms``. In loop mode it never waits: one invoke per frame
+  gains nothing from waiting.
+- ``close()`` lets every accepted frame finish, then stops the threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, List, Optional
+
+import numpy as np
+
+from .batching import BatchedModel, resolve_batch_mode
+from .errors import BadInput, ClosedError, ModelError
+from .source import ImageInput
+from .stats import EngineStats, LazyJSON
+
+if TYPE_CHECKING:
+    from .classifier import Classifier
+
+log = logging.getLogger(__name__)
+
+_now = time.perf_counter
+
+
+class _Job:
+    __slots__ = ("image", "future", "top_k", "min_confidence", "t_submit", "t_ready", "waited", "slot", "direct")
+
+    def __init__(self, image: ImageInput, top_k: Optional[int], min_confidence: Optional[float], direct: bool):
+        self.image: Optional[ImageInput] = image
+        self.future: Future = Future()
+        self.top_k = top_k
+        self.min_confidence = min_confidence
+        self.direct = direct  # decoded by the inference thread itself
+        self.t_submit = _now()
+        self.t_ready = 0.0  # when its slot was filled
+        self.waited = 0.0  # submit -> decode start
+        self.slot = -1
+
+
+class Engine:
+    """Decode/resize pool plus a single inference thread over one classifier.
+
+    Thread-safe; a context manager. Keyword arguments override the classifier's
+    config (the tuning sweep uses them).
+    """
+
+    def __init__(
+        self,
+        classifier: "Classifier",
+        *,
+        workers: Optional[int] = None,
+        max_batch: Optional[int] = None,
+        max_queue_delay_ms: Optional[float] = None,
+        batch_mode: Optional[str] = None,
+        stats_log_interval_s: Optional[float] = None,
+    ):
+        cfg = classifier.config
+        self._clf = classifier
+        self.workers = workers if workers is not None else cfg.workers
+        self.max_batch = max_batch if max_batch is not None else cfg.max_batch
+        delay_ms = max_queue_delay_ms if max_queue_delay_ms is not None else cfg.max_queue_delay_ms
+        requested = batch_mode if batch_mode is not None else cfg.batch_mode
+        interval = stats_log_interval_s if stats_log_interval_s is not None else cfg.stats_log_interval_s
+        if self.workers < 1 or self.max_batch < 1 or delay_ms < 0:
+            raise ModelError("engine needs workers >= 1, max_batch >= 1 and max_queue_delay_ms >= 0")
+        if requested not in ("auto", "native", "loop"):
+            raise ModelError(f"batch_mode must be auto, native or loop, got {requested!r}")
+
+        self._batched: Optional[BatchedModel] = None
+        self.batch_mode = "loop"
+        if self.max_batch > 1 and resolve_batch_mode(requested, cfg.model, cfg.interpreter_threads) == "native":
+            try:
+                self._batched = BatchedModel(cfg.model, cfg.interpreter_threads, self.max_batch)
+                self.batch_mode = "native"
+            except ModelError as exc:
+                # Still correct, just one invoke per frame.
+                log.warning("pyai engine: batch inference unavailable, one invoke per frame: %s", exc)
+        # Waiting for more frames only pays when they share one invoke.
+        self._delay = delay_ms / 1000.0 if self._batched is not None else 0.0
+
+        spec = classifier.model.input
+        # Enough for a full batch being copied in, the next one filling, and every decoder busy.
+        self._slots = np.zeros((2 * self.max_batch + self.workers, spec.height, spec.width, 3), dtype=spec.dtype)
+        self._free: "queue.SimpleQueue[int]" = queue.SimpleQueue()
+        for i in range(len(self._slots)):
+            self._free.put(i)
+        self._jobs: "queue.SimpleQueue[Optional[_Job]]" = queue.SimpleQueue()
+        self._ready: "queue.SimpleQueue[Optional[_Job]]" = queue.SimpleQueue()
+
+        self._lock = threading.Lock()
+        self._closed = False
+        self._unfinished = 0  # accepted, Future not yet resolved
+        self._undecoded = 0  # handed to the decoders, not yet ready or failed
+        self._live_workers = self.workers
+        self._stats = EngineStats(self.max_batch)
+        self._log_interval = interval
+        self._next_log = time.monotonic() + interval
+
+        self._threads = [
+            threading.Thread(target=self._decode_loop, name=f"pyai-decode-{i}", daemon=True)
+            for i in range(self.workers)
+        ]
+        self._threads.append(threading.Thread(target=self._infer_loop, name="pyai-infer", daemon=True))
+        for t in self._threads:
+            t.start()
+        log.info(
+            "pyai engine started: batch_mode=%s (asked %s), workers=%d, max_batch=%d, "
+            "max_queue_delay_ms=%s, threads=%d",
+            self.batch_mode, requested, self.workers, self.max_batch, delay_ms, cfg.interpreter_threads,
+        )
+
+    # -- producers -------------------------------------------------------------------
+
+    def submit(
+        self, image: ImageInput, top_k: Optional[int] = None, min_confidence: Optional[float] = None
+    ) -> Future:
+        """Queue one image (raw bytes or base64 text); returns a Future of its result list.
+
+        The Future raises BadInput for a frame that cannot be labelled. Raises
+        ClosedError once :meth:`close` has been called.
+        """
+        with self._lock:
+            if self._closed:
+                raise ClosedError("pyai engine is closed: it accepts no more frames (create a new Classifier)")
+            direct = self._unfinished == 0
+            job = _Job(image, top_k, min_confidence, direct)
+            self._unfinished += 1
+            # Enqueued under the lock so no job can land behind close()'s stop markers.
+            if direct:
+                self._ready.put(job)
+            else:
+                self._undecoded += 1
+                self._jobs.put(job)
+        self._stats.on_submit()
+        return job.future
+
+    def stats(self) -> dict:
+        """Counters, batch-size histogram and latency percentiles, JSON-able."""
+        snap = self._stats.snapshot()
+        snap.update(
+            batch_mode=self.batch_mode,
+            workers=self.workers,
+            max_batch=self.max_batch,
+            max_queue_delay_ms=self._delay * 1000.0,
+            closed=self._closed,
+        )
+        return snap
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Finish every accepted frame, then stop the threads. Idempotent."""
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+            if first:
+                for _ in range(self.workers):
+                    self._jobs.put(None)
+        if threading.current_thread() in self._threads:
+            # Called from a Future callback on one of our threads: it cannot wait
+            # for itself; the stop markers are queued and the threads will finish.
+            return
+        for t in self._threads:
+            t.join(timeout)
+        if first:
+            log.info("pyai engine stopped: %s", LazyJSON(self._stats.snapshot))
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- resolving Futures (every accepted job ends in exactly one of these) ---------------
+
+    def _settle(self) -> None:
+        # Before the Future wakes its caller, so a caller that submits again at
+        # once finds the engine idle and takes the direct path.
+        with self._lock:
+            self._unfinished -= 1
+
+    def _start(self, job: _Job) -> bool:
+        """Mark the job running; False (and accounted) if its caller cancelled it."""
+        if job.future.set_running_or_notify_cancel():
+            return True
+        self._stats.on_cancelled()
+        self._settle()
+        return False
+
+    def _fail(self, job: _Job, exc: BaseException) -> None:
+        expected = isinstance(exc, BadInput)
+        if not expected:
+            log.warning("pyai engine: a frame failed unexpectedly: %s", exc, exc_info=exc)
+        self._stats.on_failed(expected)
+        self._settle()
+        job.future.set_exception(exc)
+
+    def _finish(self, job: _Job, result: list, t_infer: float) -> None:
+        """Deliver a result; ``t_infer`` is when its inference started."""
+        self._stats.on_done(job.waited + max(0.0, t_infer - job.t_ready), _now() - job.t_submit)
+        self._settle()
+        job.future.set_result(result)
+
+    # -- decoders ----------------------------------------------------------------------
+
+    def _decode_loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            try:
+                self._decode_one(job)
+            finally:
+                with self._lock:
+                    self._undecoded -= 1
+        with self._lock:
+            self._live_workers -= 1
+            last = self._live_workers == 0
+        if last:
+            # Every job is now ready or resolved: the inference thread stops after the rest.
+            self._ready.put(None)
+
+    def _decode_one(self, job: _Job) -> None:
+        if not self._start(job):
+            return
+        clf = self._clf
+        t0 = _now()
+        try:
+            frame = clf.decode(job.image)
+            job.image = None  # the caller's encoded bytes are no longer needed
+            slot = self._free.get()
+            try:
+                clf.fill(frame, self._slots[slot])
+            except BaseException:
+                self._free.put(slot)
+                raise
+        except Exception as exc:  # noqa: BLE001 - one frame's failure must not stop the decoder
+            self._fail(job, exc)
+            return
+        t1 = _now()
+        self._stats.on_decoded(t1 - t0)
+        job.waited = t0 - job.t_submit
+        job.t_ready = t1
+        job.slot = slot
+        self._ready.put(job)
+
+    # -- the inference thread -------------------------------------------------------------
+
+    def _infer_loop(self) -> None:
+        stop = False
+        while not stop:
+            job = self._ready.get()
+            if job is None:
+                break
+            if job.direct:
+                self._run_direct(job)
+                self._maybe_log()
+                continue
+            batch = [job]
+            stop = self._collect(batch)
+            try:
+                if self._batched is not None and len(batch) > 1:
+                    self._run_batched(batch)
+                else:
+                    self._run_loop(batch)
+            except Exception as exc:  # noqa: BLE001 - the inference thread must survive anything
+                for j in batch:
+                    if j.slot >= 0:
+                        self._free.put(j.slot)
+                        j.slot = -1
+                    if not j.future.done():
+                        self._fail(j, exc)
+            self._maybe_log()
+
+    def _collect(self, batch: List[_Job]) -> bool:
+        """Add ready frames to ``batch``; True when the stop marker was seen."""
+        deadline = 0.0
+        while len(batch) < self.max_batch:
+            try:
+                job = self._ready.get_nowait()
+            except queue.Empty:
+                # Wait only while frames are still being decoded: with nothing
+                # on its way, waiting would be pure latency.
+                if self._delay <= 0 or self._undecoded == 0:
+                    return False
+                now = _now()
+                if not deadline:
+                    deadline = now + self._delay
+                if now >= deadline:
+                    return False
+                try:
+                    job = self._ready.get(timeout=deadline - now)
+                except queue.Empty:
+                    return False
+            if job is None:
+                return True
+            if job.direct:
+                # Only submitted while the engine was idle, so not normally seen here.
+                self._run_direct(job)
+                continue
+            batch.append(job)
+        return False
+
+    def _run_direct(self, job: _Job) -> None:
+        """A frame that arrived while idle: decode here and resize straight into the tensor."""
+        if not self._start(job):
+            return
+        clf = self._clf
+        model = clf.model
+        t0 = _now()
+        try:
+            frame = clf.decode(job.image)
+            job.image = None
+            t_decoded = _now()
+            with clf._lock:
+                t1 = _now()
+                clf.fill(frame, model.input_slot(0))
+                t2 = _now()
+                raw = model.run()[0]
+                t3 = _now()
+                result = clf.results(raw, job.top_k, job.min_confidence)
+        except Exception as exc:  # noqa: BLE001 - the inference thread must survive anything
+            self._fail(job, exc)
+            return
+        # Decode plus resize, without any wait for the lock in between.
+        self._stats.on_decoded(t2 - t0 - (t1 - t_decoded))
+        self._stats.on_batch(1, t3 - t2)
+        job.waited = t0 - job.t_submit
+        job.t_ready = t2
+        self._finish(job, result, t2)
+
+    def _run_loop(self, batch: List[_Job]) -> None:
+        clf = self._clf
+        model = clf.model
+        for job in batch:
+            with clf._lock:
+                t0 = _now()
+                np.copyto(model.input_slot(0), self._slots[job.slot])
+                self._free.put(job.slot)
+                job.slot = -1
+                raw = model.run()[0]
+                dt = _now() - t0
+                result = clf.results(raw, job.top_k, job.min_confidence)
+            self._stats.on_batch(1, dt)
+            self._finish(job, result, t0)
+
+    def _run_batched(self, batch: List[_Job]) -> None:
+        model = self._batched
+        assert model is not None
+        k = len(batch)
+        t0 = _now()
+        model.set_batch(k)
+        inp = model.input_tensor
+        for i, job in enumerate(batch):
+            np.copyto(inp[i], self._slots[job.slot])
+            self._free.put(job.slot)
+            job.slot = -1
+        raw = model.run()
+        dt = _now() - t0
+        self._stats.on_batch(k, dt)
+        clf = self._clf
+        for i, job in enumerate(batch):
+            self._finish(job, clf.results(raw[i], job.top_k, job.min_confidence), t0)
+
+    def _maybe_log(self) -> None:
+        if self._log_interval <= 0:
+            return
+        now = time.monotonic()
+        if now >= self._next_log:
+            self._next_log = now + self._log_interval
+            log.info("pyai engine stats: %s", LazyJSON(self.stats))
