@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 from dataclasses import dataclass
 from typing import Any, Tuple
 
@@ -122,9 +123,13 @@ class Model:
         return (raw.astype(np.float32) - self.output_zero_point) * self.output_scale
 
     def describe(self) -> dict:
+        from .resize import IMPLEMENTATION
+
         return {
             "model": os.path.basename(self.path),
+            "machine": platform.machine(),
             "runtime": self.runtime,
+            "resize": IMPLEMENTATION,
             "threads": self.threads,
             "input": [self.input.batch, self.input.height, self.input.width, 3],
             "input_dtype": str(self.input.dtype),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 import zipfile
 
@@ -166,7 +167,7 @@ def test_start_to_first_answer(installed_plugin, images, host):
         reply = h.exec("labelImage", images["cat_720p.jpg"])
         elapsed = time.perf_counter() - t0
     assert reply.state
-    # Generous bound for CI noise; the bench reports the real number.
-    assert elapsed < 5.0
+    # Generous bound for CI noise (and for emulated aarch64); the bench reports the real number.
+    assert elapsed < (5.0 if not os.environ.get("PYAI_PLUGIN_PYTHON") else 60.0)
     host.start()
     host.start_symbol("labelImage")
