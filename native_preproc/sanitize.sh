@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Build native_preproc with AddressSanitizer + UndefinedBehaviorSanitizer and
+# run tests/test_resize.py against that build. Exits non-zero on any test
+# failure or sanitizer report.
+#
+#   bash native_preproc/sanitize.sh [pytest args...]
+#
+# PYTHON (default: python) must have pip, numpy, pillow and pytest; the
+# build uses setuptools from that environment when present, else pip's
+# build isolation (needs PyPI). gcc builds it: the preloaded libasan must
+# come from the same compiler.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
+PYTHON=${PYTHON:-python}
+export CC=gcc
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/native_preproc_san.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+# Build from a copy: an in-tree build would leave an instrumented module in
+# native_preproc/build/ for the next ordinary install to pick up.
+mkdir -p "$WORK/src" "$WORK/site"
+cp "$HERE"/native_preproc.c "$HERE"/native_preproc.pyi "$HERE"/setup.py "$HERE"/pyproject.toml "$WORK/src/"
+
+# Offline when the environment can build wheels itself (setuptools >= 61
+# and bdist_wheel); otherwise pip fetches the build backend.
+isolation=()
+if "$PYTHON" - 2>/dev/null <<'PY'
+import importlib.util as u
+import setuptools
+major = int(setuptools.__version__.split(".")[0])
+wheel = u.find_spec("wheel") or u.find_spec("setuptools.command.bdist_wheel")
+raise SystemExit(0 if major >= 61 and wheel else 1)
+PY
+then
+    isolation=(--no-build-isolation)
+fi
+echo "sanitize.sh: building native_preproc with ASan+UBSan in $WORK" >&2
+# float-cast-overflow is not part of "undefined" in gcc, and Python's own
+# -fwrapv would hide signed overflow: both are switched back on.
+NATIVE_PREPROC_CFLAGS="-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all -fno-wrapv -fno-omit-frame-pointer -g" \
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps --no-compile \
+    "${isolation[@]}" --target "$WORK/site" "$WORK/src"
+
+so=$(ls "$WORK"/site/native_preproc*.so)
+libs=$(ldd "$so")  # not piped into grep -q: pipefail + SIGPIPE would misfire
+if ! grep -q libasan <<<"$libs"; then
+    echo "sanitize.sh: error: $so is not linked against libasan" >&2
+    exit 1
+fi
+LIBASAN=$(gcc -print-file-name=libasan.so)
+if [ ! -e "$LIBASAN" ]; then
+    echo "sanitize.sh: error: gcc has no libasan.so ($LIBASAN)" >&2
+    exit 1
+fi
+
+# CPython leaks by design, hence detect_leaks=0. Every report is fatal, and
+# goes to stderr, which pytest must not capture (--capture=sys): the process
+# dies at the report and a captured message would die with it.
+export LD_PRELOAD="$LIBASAN${LD_PRELOAD:+:$LD_PRELOAD}"
+export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+# The C path must be the one under test: no fallback, no skipping.
+export PYAI_REQUIRE_NATIVE=1
+unset PYAI_NO_NATIVE
+
+cd "$REPO"
+"$PYTHON" - "$WORK/site" <<'PY'
+import sys
+import native_preproc
+import pyai.resize as r
+assert native_preproc.__file__.startswith(sys.argv[1]), native_preproc.__file__
+assert r.NATIVE and r.IMPLEMENTATION == "native", r.IMPLEMENTATION
+print(f"sanitize.sh: testing {native_preproc.__file__}", file=sys.stderr)
+PY
+
+set +e
+"$PYTHON" -m pytest tests/test_resize.py -p no:cacheprovider --capture=sys -q "$@" 2>&1 | tee "$WORK/pytest.log"
+status=${PIPESTATUS[0]}
+set -e
+
+# Belt and braces: a report that somehow did not stop the run still fails it.
+if grep -qE 'ERROR: AddressSanitizer|UndefinedBehaviorSanitizer|runtime error:' "$WORK/pytest.log"; then
+    echo "sanitize.sh: FAILED: sanitizer report above" >&2
+    exit 1
+fi
+if [ "$status" -ne 0 ]; then
+    echo "sanitize.sh: FAILED: pytest exited with $status (a sanitizer abort shows above)" >&2
+    exit "$status"
+fi
+echo "sanitize.sh: OK, no sanitizer reports" >&2
