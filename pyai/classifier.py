@@ -37,7 +37,7 @@ class Classifier:
         self.config = cfg
         self.model = Model(cfg.model, cfg.interpreter_threads)
         self.labels = load_labels(cfg.labels, self.model.num_classes)
-        self.limits = Limits(max_pixels=cfg.max_pixels)
+        self.limits = Limits(max_pixels=cfg.max_pixels, max_decode_ms=cfg.max_decode_ms)
         w, h = self.model.input_size
         self.decode_size = (math.ceil(w * cfg.decode_oversample), math.ceil(h * cfg.decode_oversample))
         self._lock = threading.Lock()

@@ -47,6 +47,11 @@ class Config:
     max_encoded_bytes: largest accepted encoded image (checked on the base64
         length before decoding it).
     max_pixels: largest accepted image in pixels (read from the header before decoding).
+    max_decode_ms: largest accepted estimated decode time: the cost of each image is
+        estimated from its header (format, coding, bit depth, scans, size) with costs
+        measured on a 2-core x86-64 (pyai/decode.py, COST), and a dearer image is refused
+        instead of running into the host's 5 s reply timeout. On a slower CPU lower it by
+        the ratio of the speeds (halve it on a CPU half as fast).
     workers: decode/resize threads of the batching engine.
     max_batch: most frames the engine runs in one inference batch.
     max_queue_delay_ms: longest the engine waits for more frames to fill a batch.
@@ -65,6 +70,7 @@ class Config:
     std: float = 127.5
     max_encoded_bytes: int = 16 * 1024 * 1024
     max_pixels: int = 50_000_000
+    max_decode_ms: float = 2000.0
     workers: int = 2
     max_batch: int = 8
     max_queue_delay_ms: float = 2.0
@@ -86,6 +92,8 @@ class Config:
             raise ModelError("config batch_mode must be auto, native or loop")
         if self.decode_oversample < 1.0:
             raise ModelError("config decode_oversample must be >= 1.0")
+        if self.max_encoded_bytes < 1 or self.max_pixels < 1 or self.max_decode_ms <= 0:
+            raise ModelError("config max_encoded_bytes, max_pixels and max_decode_ms must be > 0")
         if self.std == 0:
             raise ModelError("config std must not be 0")
 

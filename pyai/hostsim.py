@@ -81,7 +81,14 @@ class _ReqRep:
         with self.lock:
             while True:
                 try:
-                    self.sock.send(payload)
+                    try:
+                        self.sock.send(payload)
+                    except pynng.BadState:
+                        # As eKuiper's Req/SendCmd on ErrProtoState: the previous call
+                        # timed out, so the socket still owes a receive. Take (and drop)
+                        # the plugin's late reply or keep-alive, then send again.
+                        self.sock.recv()
+                        self.sock.send(payload)
                     reply = self.sock.recv()
                 except pynng.Timeout:
                     raise HostTimeout(f"time out on {self.url}") from None
@@ -136,6 +143,9 @@ class PluginHost:
         self.started_symbols: List[str] = []
         self.restarts = 0
         self._log = None
+        # eKuiper starts, restarts and stops a plugin under one lock; without it two
+        # threads calling a dead plugin both start a process on the same addresses.
+        self._lifecycle = threading.RLock()
 
     # -- process -------------------------------------------------------------------
 
@@ -167,6 +177,10 @@ class PluginHost:
     def ensure_running(self) -> None:
         """The host's 'restart on next use': a dead process is started again and told
         to start every symbol it had."""
+        with self._lifecycle:
+            self._ensure_running()
+
+    def _ensure_running(self) -> None:
         if self.alive():
             return
         if self.proc is not None:
@@ -217,6 +231,10 @@ class PluginHost:
         return reply.decode(errors="replace")
 
     def start_symbol(self, symbol: str) -> None:
+        with self._lifecycle:
+            self._start_symbol_locked(symbol)
+
+    def _start_symbol_locked(self, symbol: str) -> None:
         if self.proc is None:
             self.start()
         self._start_symbol(symbol)
@@ -233,6 +251,10 @@ class PluginHost:
         ch.wait_handshake(self.init_timeout_s)
 
     def stop_symbol(self, symbol: str) -> str:
+        with self._lifecycle:
+            return self._stop_symbol_locked(symbol)
+
+    def _stop_symbol_locked(self, symbol: str) -> str:
         reply = self.command("stop", symbol)
         if symbol in self.started_symbols:
             self.started_symbols.remove(symbol)
@@ -244,12 +266,14 @@ class PluginHost:
     # -- function channel ----------------------------------------------------------------
 
     def call(self, symbol: str, func: str, arg: Any) -> Reply:
-        if symbol not in self.started_symbols:
-            self.start_symbol(symbol)
-        self.ensure_running()
+        with self._lifecycle:
+            if symbol not in self.started_symbols:
+                self.start_symbol(symbol)
+            self.ensure_running()
+            channel = self.functions[symbol]
         payload = go_json({"func": func, "arg": arg})
         t0 = time.perf_counter()
-        raw = self.functions[symbol].request(payload)
+        raw = channel.request(payload)
         dt = time.perf_counter() - t0
         try:
             msg = json.loads(raw)

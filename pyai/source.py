@@ -29,13 +29,18 @@ def to_bytes(image: ImageInput, max_encoded_bytes: int) -> bytes | memoryview:
     Raises BadInput naming the problem: wrong type, empty, too large, not base64.
     """
     if isinstance(image, str):
+        if len(image) // 4 * 3 > max_encoded_bytes:
+            raise BadInput(f"image too large: about {len(image) // 4 * 3} bytes > limit {max_encoded_bytes}")
         try:
             text = image.encode("ascii")
         except UnicodeEncodeError:
             raise BadInput("not base64: the text has non-ASCII characters") from None
         return b64decode(text, max_encoded_bytes)
     if isinstance(image, (bytes, bytearray, memoryview)):
-        raw = memoryview(image).cast("B") if not isinstance(image, bytes) else image
+        try:
+            raw = memoryview(image).cast("B") if not isinstance(image, bytes) else image
+        except TypeError as exc:  # a non-contiguous view
+            raise BadInput(f"expected contiguous image bytes: {exc}") from None
         if len(raw) == 0:
             raise BadInput("empty image: zero bytes")
         if bytes(raw[:4]).startswith(_MAGIC):
@@ -71,6 +76,8 @@ def b64decode(text: bytes | memoryview, max_encoded_bytes: int) -> bytes:
         raise BadInput("not base64: too much '=' padding")
     bad = body.translate(None, _B64_ALPHABET)
     if bad:
+        if max(bad) >= 0x80:  # UTF-8 text from the plugin's zero-copy path
+            raise BadInput("not base64: the text has non-ASCII characters")
         shown = bad[:1].decode("latin-1")
         raise BadInput(f"not base64: invalid character {shown!r}")
     if len(body) % 4 == 1:
