@@ -57,9 +57,13 @@ class Classifier:
         """Stages 1-2: caller's input (raw bytes or base64 text) -> RGB frame."""
         return self.decode_bytes(to_bytes(image, self.config.max_encoded_bytes))
 
-    def decode_bytes(self, data: bytes | memoryview) -> np.ndarray:
-        """Stage 2: encoded image bytes -> RGB frame at least the model's input size."""
-        return decode(data, self.decode_size, self.limits)
+    def decode_bytes(self, data: bytes | memoryview, reuse: bool = False) -> np.ndarray:
+        """Stage 2: encoded image bytes -> RGB frame at least the model's input size.
+
+        ``reuse`` decodes into a per-thread scratch buffer: the frame is then only
+        valid until this thread's next ``reuse`` decode (fine for decode-then-fill).
+        """
+        return decode(data, self.decode_size, self.limits, reuse)
 
     def fill(self, frame: np.ndarray, slot: np.ndarray) -> None:
         """Stage 3: resize ``frame`` straight into ``slot`` (a view of an input tensor)."""
@@ -83,7 +87,8 @@ class Classifier:
 
         Raises BadInput with a one-line reason when the image cannot be used.
         """
-        return self.label_frame(self.decode(image), top_k, min_confidence)
+        data = to_bytes(image, self.config.max_encoded_bytes)
+        return self.label_frame(self.decode_bytes(data, reuse=True), top_k, min_confidence)
 
     def label_frame(self, frame: np.ndarray, top_k: int | None = None, min_confidence: float | None = None) -> Result:
         """Top-k labels of one decoded RGB frame (any size)."""

@@ -76,7 +76,7 @@ class LabelImage:
         clf = self.holder.get()
         k = _int_arg(args[1], "topK") if len(args) > 1 else None
         min_conf = _float_arg(args[2], "minConfidence") if len(args) > 2 else None
-        frame = clf.decode_bytes(_frame_bytes(clf, args[0]))
+        frame = clf.decode_bytes(_frame_bytes(clf, args[0]), reuse=True)
         return clf.label_frame(frame, top_k=k, min_confidence=min_conf)
 
 
