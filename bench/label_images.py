@@ -10,7 +10,6 @@ With no paths it labels the sample photos (fetched by models/fetch.py --images).
 from __future__ import annotations
 
 import argparse
-import base64
 import runpy
 import statistics
 import sys

@@ -7,7 +7,6 @@ import io
 import os
 import runpy
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List
 
@@ -131,3 +130,16 @@ def host(installed_plugin) -> Iterator:
 
 def labels_of(reply) -> List[str]:
     return [r["label"] for r in reply.result]
+
+
+def proc_status(pid: int, key: str) -> int:
+    """A number from /proc/<pid>/status, e.g. VmRSS (kB) or Threads."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def proc_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))

@@ -7,7 +7,6 @@ answer must stay correct.
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -18,23 +17,11 @@ import pytest
 
 from pyai.hostsim import HostError, HostTimeout
 
-from .conftest import EXPECTED_TOP1
+from .conftest import EXPECTED_TOP1, proc_fds, proc_status
 from .fuzz import crafted
 
 CAT = "286:Egyptian cat"
 HOT_DOG = EXPECTED_TOP1["hot_dog.jpg"]
-
-
-def _status(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
-def _fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def _label(host, images, name="cat_720p.jpg") -> str:
@@ -71,7 +58,7 @@ def test_stop_start_100_times(host, images):
     host.stop_symbol("labelImage")
     host.start_symbol("labelImage")
     assert _label(host, images) == CAT
-    threads, fds = _status(pid, "Threads"), _fds(pid)
+    threads, fds = proc_status(pid, "Threads"), proc_fds(pid)
     t0 = time.perf_counter()
     for i in range(100):
         assert host.stop_symbol("labelImage") == "ok"
@@ -82,8 +69,8 @@ def test_stop_start_100_times(host, images):
     assert _label(host, images) == CAT
     assert host.proc.pid == pid, "the process was restarted"
     # Each stop joins the symbol's thread and closes its socket: nothing piles up.
-    assert _status(pid, "Threads") <= threads
-    assert _fds(pid) <= fds + 2
+    assert proc_status(pid, "Threads") <= threads
+    assert proc_fds(pid) <= fds + 2
     print(f"\n100 stop/start cycles in {elapsed:.1f} s")
 
 

@@ -22,24 +22,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from .conftest import proc_fds, proc_status
 from .fuzz import crafted
 
 CALLS = int(os.environ.get("PYAI_SOAK_CALLS", "20000"))
 WINDOW = int(os.environ.get("PYAI_SOAK_WINDOW", "1000"))
 RSS_GROWTH_KB = int(os.environ.get("PYAI_SOAK_RSS_KB", str(5 * 1024)))
 P99_TOLERANCE = float(os.environ.get("PYAI_SOAK_P99_TOLERANCE", "0.20"))
-
-
-def _vm(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
-def _fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def _frames(images) -> Tuple[List[bytes], List[object]]:
@@ -106,12 +95,12 @@ def test_soak(host, images):
     t_start = time.perf_counter()
     for i in range(CALLS):
         if i == warmup:
-            rss, fds = _vm(pid, "VmRSS"), _fds(pid)
+            rss, fds = proc_status(pid, "VmRSS"), proc_fds(pid)
         seconds = call(i)
         if i >= warmup:
             latencies.append(seconds)
     total = time.perf_counter() - t_start
-    rss_end, fds_end, peak = _vm(pid, "VmRSS"), _fds(pid), _vm(pid, "VmHWM")
+    rss_end, fds_end, peak = proc_status(pid, "VmRSS"), proc_fds(pid), proc_status(pid, "VmHWM")
     first, last = _p99(latencies[:WINDOW]), _p99(latencies[-WINDOW:])
     confirm = None
     if last > first * (1 + P99_TOLERANCE):
