@@ -404,3 +404,14 @@ def test_largest_accepted_frame_answers_well_inside_the_host_timeout(host, image
     print(f"\n40 Mpx PNG through the protocol: {reply.seconds * 1000:.0f} ms")
     assert reply.seconds < 3.0
     _assert_good_frame(host, images)
+
+
+def test_sequential_jpeg_with_extra_scans_is_refused(images):
+    # inspect() skips counting scans for a sequential JPEG whose first scan holds
+    # every component; that is only safe because libjpeg refuses any further scan.
+    data = images["cat_720p.jpg"]
+    sos = data.index(b"\xff\xda")
+    body = data[:-2]
+    forged = body + body[sos:] * 3 + b"\xff\xd9"
+    with pytest.raises(BadInput, match="more than one scan"):
+        decode(forged, MIN)
