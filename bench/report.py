@@ -335,15 +335,20 @@ def verdicts(rows, starts, soak_res, acc, emulated: bool = False) -> List[Dict[s
             x = r["pyai"]["x_floor"]
             add(f"e2e p50 / floor, {fname}", f"{x:.2f}x ({r['pyai']['p50']:.2f} / {r['floor_sum']['p50']:.2f} ms)",
                 f"<= {TARGETS['floor_ratio']:.2f}x", x <= TARGETS["floor_ratio"])
-        if "pyai" in r and r["pyai"].get("x_baseline"):
-            x = r["pyai"]["x_baseline"]
-            add(f"speed-up over baseline, {fname}", f"{x:.1f}x ({r['baseline']['p50']:.1f} / {r['pyai']['p50']:.2f} ms)",
-                f">= {TARGETS['speedup']:.0f}x", x >= TARGETS["speedup"])
+        # The target is against the tutorial as written, runtime included
+        # (tflite_runtime); the same pipeline on LiteRT is reported beside it, to
+        # show what is left once the runtime is swapped.
         if "pyai" in r and "baseline_tflrt" in r:
             x = r["baseline_tflrt"]["p50"] / r["pyai"]["p50"]
-            add(f"  (info) vs tutorial's own runtime, {fname}",
+            add(f"speed-up over the tutorial (tflite_runtime), {fname}",
                 f"{x:.1f}x ({r['baseline_tflrt']['p50']:.1f} / {r['pyai']['p50']:.2f} ms)",
-                f">= {TARGETS['speedup']:.0f}x", None)
+                f">= {TARGETS['speedup']:.0f}x", x >= TARGETS["speedup"])
+        if "pyai" in r and r["pyai"].get("x_baseline"):
+            x = r["pyai"]["x_baseline"]
+            tutorial_ran = "baseline_tflrt" in r
+            add(f"{'  (info) ' if tutorial_ran else ''}speed-up over the tutorial pipeline on LiteRT, {fname}",
+                f"{x:.1f}x ({r['baseline']['p50']:.1f} / {r['pyai']['p50']:.2f} ms)",
+                f">= {TARGETS['speedup']:.0f}x", None if tutorial_ran else x >= TARGETS["speedup"])
     if starts:
         add("process start to first answer", f"{starts['first_s']:.2f} s first, {starts['median_s']:.2f} s median, "
             f"{starts['max_s']:.2f} s max", f"<= {TARGETS['start_s']} s", starts["max_s"] <= TARGETS["start_s"])
