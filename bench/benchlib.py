@@ -216,7 +216,8 @@ def machine_info() -> Dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "python_impl": platform.python_implementation(),
-        "executable": sys.executable,
+        # Basename only: results files are committed, machine paths are not.
+        "executable": os.path.basename(sys.executable),
     }
     for key, dist in (("numpy", "numpy"), ("litert", "ai-edge-litert"), ("tflite_runtime", "tflite-runtime"),
                       ("simplejpeg", "simplejpeg"), ("pillow", "pillow"), ("pynng", "pynng"),

@@ -38,6 +38,7 @@ import json
 import platform
 import shlex
 import subprocess
+import os
 import sys
 import tempfile
 import time
@@ -232,7 +233,7 @@ def soak(env: benchlib.PluginEnv, payload: bytes, calls: int, timeout: float) ->
     half = checkpoints[len(checkpoints) // 2]
     out = {
         "calls": calls,
-        "process_exe": got["exe"],
+        "process_exe": os.path.basename(got["exe"]),
         "checkpoints": checkpoints,
         "rss_start_mb": first["rss_bytes"] / 2**20,
         "rss_end_mb": last["rss_bytes"] / 2**20,
@@ -664,8 +665,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "starts": starts_n, "stage_calls": stage_calls, "host_timeout_s": timeout,
                          "plugins": keys, "frames": FRAMES},
             "machine": stages["machine"],
-            "driver": {"arch": platform.machine(), "python": platform.python_version(), "executable": sys.executable},
-            "plugin_env": {"how": env.how, "python": env.python, "install_seconds": env.install_seconds,
+            "driver": {"arch": platform.machine(), "python": platform.python_version(),
+                       "executable": os.path.basename(sys.executable)},
+            "plugin_env": {"how": env.how, "python": [os.path.basename(c) for c in env.python], "install_seconds": env.install_seconds,
                            "sdk_version": env.sdk_version},
             "stages": stages,
             "e2e": rows,
