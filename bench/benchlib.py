@@ -377,7 +377,7 @@ def prepare_env(workdir: Path, python: Optional[Sequence[str]] = None, zip_path:
     t0 = time.perf_counter()
     if custom:
         pyai_dir = hostsim.unpack_plugin(zip_path, workdir / "ekuiper")
-        env = PluginEnv(pyai_dir, custom, workdir, how=f"unpacked {zip_path.name}, run with {' '.join(custom)}")
+        env = PluginEnv(pyai_dir, custom, workdir, how=f"unpacked {zip_path.name}, run with {' '.join(os.path.basename(c) for c in custom)}")
     else:
         pyai_dir, py, out = hostsim.install_zip(zip_path, str(workdir / "ekuiper"))
         env = PluginEnv(pyai_dir, [str(py)], workdir, install_log=out,
