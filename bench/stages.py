@@ -162,19 +162,10 @@ def measure_stages(clf, frames: Dict[str, bytes], calls: int, log=print) -> Dict
 
 
 def reference_top1(clf, data: bytes) -> Dict[str, Any]:
-    """The careful reference: Pillow full decode, antialiased BILINEAR resize to the
-    input size, same interpreter and post-processing."""
-    from PIL import Image
+    """Top-1 of the careful reference (pyai.reference), run by the plugin's own pyai."""
+    from pyai.reference import reference_label
 
-    im = Image.open(io.BytesIO(data)).convert("RGB")
-    w, h = clf.model.input_size
-    import numpy as np
-
-    arr = np.asarray(im.resize((w, h), Image.BILINEAR))
-    with clf._lock:
-        clf.model.input_slot(0)[...] = arr
-        raw = clf.model.run()[0]
-        return clf.results(raw, 1)[0]
+    return reference_label(clf, data)[0]
 
 
 def reference_spread(clf, data: bytes, trials: int = 12, seed: int = 0) -> Dict[str, Any]:

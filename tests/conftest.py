@@ -10,7 +10,6 @@ import shlex
 from pathlib import Path
 from typing import Dict, Iterator, List
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -76,14 +75,10 @@ def encode(im: Image.Image, fmt: str, **kw) -> bytes:
 
 
 def reference_top1(clf, data: bytes):
-    """A careful reference: Pillow full decode, antialiased bilinear resize, same interpreter."""
-    im = Image.open(io.BytesIO(data)).convert("RGB")
-    w, h = clf.model.input_size
-    arr = np.asarray(im.resize((w, h), Image.BILINEAR))
-    with clf._lock:
-        clf.model.input_slot(0)[...] = arr
-        raw = clf.model.run()[0]
-        return clf.results(raw, 1)[0]
+    """Top-1 of the careful reference (pyai.reference: full decode, antialiased resize)."""
+    from pyai.reference import reference_label
+
+    return reference_label(clf, data)[0]
 
 
 # -- the plugin, installed as eKuiper installs it ------------------------------------

@@ -1,0 +1,27 @@
+"""The careful reference pyai's fast path is checked against.
+
+Pillow full decode, antialiased BILINEAR resize straight to the model's input
+size, same interpreter and post-processing: what "labelled correctly" means in
+the tests and the bench. Slow on purpose (no DCT-domain downscale, no reuse).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from .classifier import Classifier
+from .labels import Result
+
+
+def reference_label(clf: Classifier, data: bytes, k: int = 1) -> Result:
+    """Top-k of ``data`` (encoded image bytes) by the careful reference path."""
+    im = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = clf.model.input_size
+    arr = np.asarray(im.resize((w, h), Image.BILINEAR))
+    with clf._lock:
+        clf.model.input_slot(0)[...] = arr
+        raw = clf.model.run()[0]
+        return clf.results(raw, k)
