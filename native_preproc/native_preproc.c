@@ -35,6 +35,18 @@
 
 enum out_kind { OUT_U8, OUT_I8, OUT_F32 };
 
+/* The kernels below also get an AVX2 clone on x86-64, picked once at load
+ * time (GCC function multi-versioning through an ifunc): a 480x270 ->
+ * 224x224 resize takes 0.14 ms instead of 0.20 with SSE2 alone, with the
+ * same results bit for bit.  Not "fma": fused multiply-adds round
+ * differently.  Needs glibc's ifunc; elsewhere the plain build stands. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__GLIBC__) && !defined(NATIVE_PREPROC_NO_CLONES)
+#define KERNEL __attribute__((target_clones("avx2", "default")))
+#else
+#define KERNEL
+#endif
+
 /* ------------------------------------------------------------------------ */
 /* Filter coefficients                                                       */
 /* ------------------------------------------------------------------------ */
@@ -142,7 +154,7 @@ compute_coeffs(int in_size, int out_size, int slots, int fixed, int *bounds,
 
 /* b[4*i + r] = row_r[i]: bytes first, widening them afterwards is cheaper
  * than interleaving floats. */
-static void
+KERNEL static void
 interleave4(const uint8_t *restrict r0, const uint8_t *restrict r1,
             const uint8_t *restrict r2, const uint8_t *restrict r3,
             uint8_t *restrict b, size_t n)
@@ -156,7 +168,7 @@ interleave4(const uint8_t *restrict r0, const uint8_t *restrict r1,
     }
 }
 
-static void
+KERNEL static void
 widen(const uint8_t *restrict b, float *restrict f, size_t n)
 {
     size_t i;
@@ -165,7 +177,7 @@ widen(const uint8_t *restrict b, float *restrict f, size_t n)
 }
 
 /* t[12*x + e] = sum_k weight * blk[12*(start + k) + e] */
-static void
+KERNEL static void
 hfilter4(const float *restrict blk, const int *restrict xb,
          const float *restrict xk, int xslots, int taps, int w,
          float *restrict t)
@@ -200,7 +212,7 @@ round_u8(float v)
     return (float)(int32_t)(v + 0.5f);
 }
 
-static void
+KERNEL static void
 deinterleave4(const float *restrict t, float *restrict o0,
               float *restrict o1, float *restrict o2, float *restrict o3,
               size_t n, int round)
@@ -226,7 +238,7 @@ deinterleave4(const float *restrict t, float *restrict o0,
 
 /* Vertical pass: acc[i] = sum_k weight_k * rows[k][i] over one output row.
  * Up to four taps per sweep cut the loads and stores of `acc`. */
-static void
+KERNEL static void
 vfilter(float *restrict acc, const float *const *rows, const float *kp,
         int n, int len)
 {
@@ -267,7 +279,7 @@ vfilter(float *restrict acc, const float *const *rows, const float *kp,
 
 /* Vertical pass straight from uint8 source rows (vertical-first order):
  * acc[i] = sum_k weight_k * src[(first + k) * stride + i]. */
-static void
+KERNEL static void
 vfilter_u8(float *restrict acc, const uint8_t *src, size_t stride, int first,
            const float *kp, int n, size_t len)
 {
@@ -283,7 +295,7 @@ vfilter_u8(float *restrict acc, const uint8_t *src, size_t stride, int first,
     }
 }
 
-static void
+KERNEL static void
 store_u8(uint8_t *restrict d, const float *restrict acc, int len)
 {
     int i;
@@ -299,7 +311,7 @@ store_u8(uint8_t *restrict d, const float *restrict acc, int len)
     }
 }
 
-static void
+KERNEL static void
 store_i8(int8_t *restrict d, const float *restrict acc, int len)
 {
     int i;
@@ -310,7 +322,7 @@ store_i8(int8_t *restrict d, const float *restrict acc, int len)
     }
 }
 
-static void
+KERNEL static void
 store_f32(float *restrict d, const float *restrict acc, int len, float mean,
           float std)
 {

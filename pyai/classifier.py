@@ -53,9 +53,9 @@ class Classifier:
 
     # -- stages, usable one by one (the engine and the bench call them) --------
 
-    def decode(self, image: ImageInput) -> np.ndarray:
-        """Stages 1-2: caller's input (raw bytes or base64 text) -> RGB frame."""
-        return self.decode_bytes(to_bytes(image, self.config.max_encoded_bytes))
+    def decode(self, image: ImageInput, reuse: bool = False) -> np.ndarray:
+        """Stages 1-2: caller's input (raw bytes or base64 text) -> RGB frame (``reuse`` as below)."""
+        return self.decode_bytes(to_bytes(image, self.config.max_encoded_bytes), reuse)
 
     def decode_bytes(self, data: bytes | memoryview, reuse: bool = False) -> np.ndarray:
         """Stage 2: encoded image bytes -> RGB frame at least the model's input size.
@@ -113,9 +113,13 @@ class Classifier:
         """Queue one image; returns a Future of its result list."""
         return self.engine.submit(image)
 
+    def submit_many(self, images: Iterable[ImageInput]) -> list:
+        """Queue images that arrived together (decoded in parallel, then batched); Futures in order."""
+        return self.engine.submit_many(list(images))
+
     def label_many(self, images: Iterable[ImageInput]) -> List[Result]:
         """Label many images through the batching engine; raises on the first bad one."""
-        return [f.result() for f in [self.submit(i) for i in images]]
+        return [f.result() for f in self.submit_many(images)]
 
     def stats(self) -> dict:
         return self._engine.stats() if self._engine is not None else {}

@@ -21,10 +21,15 @@ several symbols run at once. The engine serves both:
   thread decodes it and resizes it straight into the input tensor, exactly the
   work of ``Classifier.label`` plus one hand-off each way, so a lone frame pays
   no batching latency.
+- Frames that arrive together (``submit_many``: a window, ``label_many``) all
+  go to the decoders, and the inference thread decodes queued frames itself
+  instead of idling, so a window is decoded on every core first and then run
+  as one batch. On 2 cores this beats overlapping decode with inference: an
+  XNNPACK invoke on all cores stalls whenever a decoder takes one of them.
 - Coalescing: the inference thread takes whatever is ready, up to ``max_batch``;
-  while more frames are still being decoded it waits for them up to
-  ``max_queue_delay_ms``. In loop mode it never waits: one invoke per frame
-  gains nothing from waiting.
+  while more frames are still being decoded by the workers it waits for them,
+  idle for at most ``max_queue_delay_ms`` in all. In loop mode it never waits:
+  one invoke per frame gains nothing from waiting.
 - ``close()`` lets every accepted frame finish, then stops the threads.
 """
 
@@ -35,7 +40,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 import numpy as np
 
@@ -164,6 +169,29 @@ class Engine:
         self._stats.on_submit()
         return job.future
 
+    def submit_many(
+        self, images: Sequence[ImageInput], top_k: Optional[int] = None, min_confidence: Optional[float] = None
+    ) -> List[Future]:
+        """Queue frames that arrived together (a window); one Future each, in order.
+
+        Unlike a run of :meth:`submit` calls, none of them takes the lone-frame
+        path: they are decoded in parallel and then share batches.
+        """
+        images = list(images)
+        if len(images) < 2:
+            return [self.submit(image, top_k, min_confidence) for image in images]
+        with self._lock:
+            if self._closed:
+                raise ClosedError("pyai engine is closed: it accepts no more frames (create a new Classifier)")
+            jobs = [_Job(image, top_k, min_confidence, False) for image in images]
+            self._unfinished += len(jobs)
+            self._undecoded += len(jobs)
+            for job in jobs:
+                self._jobs.put(job)
+        for _ in jobs:
+            self._stats.on_submit()
+        return [job.future for job in jobs]
+
     def stats(self) -> dict:
         """Counters, batch-size histogram and latency percentiles, JSON-able."""
         snap = self._stats.snapshot()
@@ -240,11 +268,7 @@ class Engine:
             job = self._jobs.get()
             if job is None:
                 break
-            try:
-                self._decode_one(job)
-            finally:
-                with self._lock:
-                    self._undecoded -= 1
+            self._decode_counted(job)
         with self._lock:
             self._live_workers -= 1
             last = self._live_workers == 0
@@ -252,13 +276,21 @@ class Engine:
             # Every job is now ready or resolved: the inference thread stops after the rest.
             self._ready.put(None)
 
+    def _decode_counted(self, job: _Job) -> None:
+        try:
+            self._decode_one(job)
+        finally:
+            with self._lock:
+                self._undecoded -= 1
+
     def _decode_one(self, job: _Job) -> None:
         if not self._start(job):
             return
         clf = self._clf
         t0 = _now()
         try:
-            frame = clf.decode(job.image)
+            # The frame lives in this thread's scratch buffer only until fill() below.
+            frame = clf.decode(job.image, reuse=True)
             job.image = None  # the caller's encoded bytes are no longer needed
             slot = self._free.get()
             try:
@@ -306,7 +338,7 @@ class Engine:
 
     def _collect(self, batch: List[_Job]) -> bool:
         """Add ready frames to ``batch``; True when the stop marker was seen."""
-        deadline = 0.0
+        idle_left = self._delay
         while len(batch) < self.max_batch:
             try:
                 job = self._ready.get_nowait()
@@ -315,15 +347,17 @@ class Engine:
                 # on its way, waiting would be pure latency.
                 if self._delay <= 0 or self._undecoded == 0:
                     return False
-                now = _now()
-                if not deadline:
-                    deadline = now + self._delay
-                if now >= deadline:
+                if self._help_decode():
+                    continue
+                if idle_left <= 0:
                     return False
+                t0 = _now()
                 try:
-                    job = self._ready.get(timeout=deadline - now)
+                    job = self._ready.get(timeout=idle_left)
                 except queue.Empty:
                     return False
+                finally:
+                    idle_left -= _now() - t0
             if job is None:
                 return True
             if job.direct:
@@ -333,6 +367,19 @@ class Engine:
             batch.append(job)
         return False
 
+    def _help_decode(self) -> bool:
+        """Decode one queued frame on this thread instead of idling; False if none is queued."""
+        try:
+            job = self._jobs.get_nowait()
+        except queue.Empty:
+            return False
+        if job is None:
+            # A decoder's stop marker: every job was queued before it, so none is left.
+            self._jobs.put(None)
+            return False
+        self._decode_counted(job)
+        return True
+
     def _run_direct(self, job: _Job) -> None:
         """A frame that arrived while idle: decode here and resize straight into the tensor."""
         if not self._start(job):
@@ -341,7 +388,7 @@ class Engine:
         model = clf.model
         t0 = _now()
         try:
-            frame = clf.decode(job.image)
+            frame = clf.decode(job.image, reuse=True)
             job.image = None
             t_decoded = _now()
             with clf._lock:

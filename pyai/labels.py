@@ -60,7 +60,13 @@ def top_k(
     """
     n = raw.shape[0]
     k = min(k, n)
-    if raw.dtype.kind in "iu":
+    if raw.dtype == np.uint8 or raw.dtype == np.int8:
+        # ~x reverses the order of 8-bit values, and a stable sort keeps the lower
+        # index first among equal scores; NumPy radix-sorts 8-bit keys. Two NumPy
+        # calls in all: right after an invoke their code is cold, and the
+        # argpartition route (five calls) took 0.09-0.14 ms there against 0.02 warm.
+        idx = np.argsort(~raw, kind="stable")[:k]
+    elif raw.dtype.kind in "iu":
         # One integer key per class, unique, so argpartition's cut is exact even
         # among the many equal quantized scores; lower index wins a tie.
         key = raw.astype(np.int64) * n + _descending(n)

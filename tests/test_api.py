@@ -225,3 +225,25 @@ def test_not_a_model_is_a_clear_error(labels_path, tmp_path):
     bad.write_bytes(b"not a flatbuffer" * 10)
     with pytest.raises(ModelError, match="cannot load model"):
         Classifier(model=str(bad), labels=str(labels_path))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.float32])
+def test_top_k_order_and_ties(dtype):
+    from pyai.labels import top_k
+
+    rng = np.random.default_rng(7)
+    n = 1001
+    labels = [f"{i}:c{i}" for i in range(n)]
+    for trial in range(50):
+        # Few distinct values, so most scores tie; the extremes of the type included.
+        info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+        lo, hi = (info.min, info.max) if info else (-3.0, 3.0)
+        values = np.array([lo, hi, 0, 1, -1 if lo < 0 else 2, hi - 1], dtype=dtype)
+        raw = rng.choice(values, size=n).astype(dtype)
+        for k in (1, 5, 17, n, n + 3):
+            got = [r["label"] for r in top_k(raw, labels, k, 0.5, 3, min_confidence=-np.inf)]
+            # Best first; among equal scores the lower index first.
+            want = sorted(range(n), key=lambda i: (-float(raw[i]), i))[:k]
+            assert got == [labels[i] for i in want], (trial, k)
+        res = top_k(raw, labels, 5, scale=0.5, zero_point=3)
+        assert [r["confidence"] for r in res] == [(float(raw[int(r["label"].split(":")[0])]) - 3) * 0.5 for r in res]

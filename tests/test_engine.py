@@ -213,9 +213,9 @@ def test_cancelled_future_is_skipped(tiny_classifier, images):
         gate = threading.Event()
         orig = tiny_classifier.decode
 
-        def slow_decode(image):
+        def slow_decode(image, reuse=False):
             gate.wait(10)
-            return orig(image)
+            return orig(image, reuse)
 
         eng._clf = _Proxy(tiny_classifier, decode=slow_decode)
         first = eng.submit(images["cat_720p.jpg"])  # direct, held in decode by the gate
@@ -252,12 +252,12 @@ def test_unexpected_decoder_and_resize_errors_fail_only_their_frame(tiny_classif
 
     odd = np.zeros((33, 31, 3), np.uint8)  # a frame size only resize_boom decodes to
 
-    def decode(image):
+    def decode(image, reuse=False):
         if image == boom:
             raise RuntimeError("decoder bug")
         if image == resize_boom:
             return odd
-        return orig_decode(image)
+        return orig_decode(image, reuse)
 
     def fill(frame, slot):
         if frame.shape == odd.shape:
@@ -346,6 +346,40 @@ def test_frames_in_flight_are_coalesced_into_batches(tiny_classifier, images):
     assert max(sizes) >= 4, sizes
     assert all(k <= 8 for k in sizes)
     _counts_add_up(st)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_a_window_is_decoded_first_then_run_as_one_batch(tiny_classifier, images, workers):
+    # The inference thread decodes queued frames itself while the workers do the
+    # rest, so a window of 8 reaches the interpreter as one batch of 8 even with
+    # one worker, and no frame takes the lone-frame path.
+    photos = [images[n] for n in ("cat_720p.jpg", "parrot.jpg", "hot_dog.jpg", "cat_1080p.jpg")] * 2
+    want = [tiny_classifier.label(p) for p in photos]
+    with Engine(tiny_classifier, batch_mode="native", workers=workers, max_batch=8, max_queue_delay_ms=50) as eng:
+        for _ in range(3):
+            assert [f.result(timeout=30) for f in eng.submit_many(photos)] == want
+        st = eng.stats()
+    assert st["batch_sizes"] == {"8": 3}, st["batch_sizes"]
+    _counts_add_up(st)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_submit_many_with_bad_frames_and_close_in_flight(tiny_classifier, images, mode):
+    frames = [images["cat_720p.jpg"], BAD, images["grace_hopper.bmp"], b"\xff\xd8\xff\xe0 cut"] * 6
+    eng = Engine(tiny_classifier, batch_mode=mode, workers=2, max_batch=4)
+    futs = eng.submit_many(frames) + eng.submit_many(frames[:1]) + eng.submit_many([])
+    eng.close()
+    assert len(futs) == len(frames) + 1 and all(f.done() for f in futs)
+    for frame, fut in zip(frames + frames[:1], futs):
+        if frame in (BAD, frames[3]):
+            assert isinstance(fut.exception(), BadInput)
+        else:
+            assert fut.result() == tiny_classifier.label(frame)
+    st = eng.stats()
+    assert st["in_flight"] == 0 and st["failed"] == 12 and st["completed"] == 13
+    _counts_add_up(st)
+    with pytest.raises(ClosedError):
+        eng.submit_many(frames)
 
 
 def test_loop_mode_runs_one_frame_per_invoke(tiny_classifier, images):

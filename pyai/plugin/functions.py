@@ -102,18 +102,23 @@ class LabelImages:
             frames = [frames]
         if not isinstance(frames, list):
             raise BadInput("labelImages expects the list of a window's images")
-        engine = self.holder.get().engine
-        futures = []
+        clf = self.holder.get()
+        out: List[Any] = []
+        good: List[int] = []
+        data = []
         for f in frames:
-            if isinstance(f, FrameArg):
-                f = bytes(f.view)
-            futures.append(engine.submit(f))
-        out = []
-        for fut in futures:
             try:
-                out.append(fut.result())
-            except Exception as exc:  # noqa: BLE001 - one frame's failure must not sink the window
+                data.append(_frame_bytes(clf, f))
+            except PyaiError as exc:  # this frame only: the window is still labelled
                 out.append({"error": one_line(exc)})
+                continue
+            good.append(len(out))
+            out.append(None)
+        for i, fut in zip(good, clf.engine.submit_many(data)):
+            try:
+                out[i] = fut.result()
+            except Exception as exc:  # noqa: BLE001 - one frame's failure must not sink the window
+                out[i] = {"error": one_line(exc)}
         return out
 
 

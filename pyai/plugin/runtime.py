@@ -24,6 +24,7 @@ FUNCTION_URL = "ipc:///tmp/func_{}.ipc"
 IDLE_TIMEOUT_MS = 5000
 HANDSHAKE = b"handshake"
 _EXEC_PREFIX = b'{"func":"Exec","arg":["'
+_EXEC_LIST_PREFIX = b'{"func":"Exec","arg":[["'
 
 
 class FrameArg:
@@ -64,20 +65,40 @@ def one_line(exc: BaseException) -> str:
 
 
 def parse_request(req: bytes) -> Dict[str, Any]:
-    """Split a host request; the first Exec argument stays a FrameArg when it is a plain string."""
-    if req.startswith(_EXEC_PREFIX):
-        start = len(_EXEC_PREFIX)
-        end = req.find(b'"', start)
-        # A backslash would mean JSON escapes inside the string: not base64,
-        # so let the real parser deal with it.
-        if end > 0 and req.find(b"\\", start, end) < 0 and req.endswith(b"]}"):
-            rest = json.loads(b"[null" + req[end + 1:-1])
-            rest[0] = FrameArg(memoryview(req)[start:end])
-            return {"func": "Exec", "arg": rest}
+    """Split a host request; the first Exec argument stays a FrameArg when it is a plain
+    string, or a list of FrameArgs when it is a list of plain strings (an aggregate's window)."""
+    if req.startswith(_EXEC_PREFIX) and req.endswith(b"]}"):
+        split = _split_strings(req, len(_EXEC_PREFIX) - 1, one=True)
+        if split is not None:
+            frames, end = split
+            return {"func": "Exec", "arg": [frames[0]] + json.loads(b"[null" + req[end:-1])[1:]}
+    elif req.startswith(_EXEC_LIST_PREFIX) and req.endswith(b"]}"):
+        split = _split_strings(req, len(_EXEC_LIST_PREFIX) - 1, one=False)
+        if split is not None and req[split[1]:split[1] + 1] == b"]":
+            frames, end = split
+            return {"func": "Exec", "arg": [frames] + json.loads(b"[null" + req[end + 1:-1])[1:]}
     msg = json.loads(req)
     if not isinstance(msg, dict):
         raise ValueError("request is not a JSON object")
     return msg
+
+
+def _split_strings(req: bytes, quote: int, one: bool) -> Optional[tuple]:
+    """JSON strings without escapes starting at ``req[quote] == '"'``, separated by commas,
+    as FrameArgs; returns them and the index after the last one, or None for anything
+    the real parser must handle (an escape, a non-string)."""
+    view = memoryview(req)
+    frames = []
+    while True:
+        end = req.find(b'"', quote + 1)
+        # A backslash would mean JSON escapes inside the string: not base64.
+        if end < 0 or req.find(b"\\", quote + 1, end) >= 0:
+            return None
+        frames.append(FrameArg(view[quote + 1:end]))
+        end += 1
+        if one or req[end:end + 2] != b',"':
+            return frames, end
+        quote = end + 1
 
 
 def handle_function_request(fn: Function, req: bytes) -> bytes:
