@@ -17,6 +17,7 @@ import runpy
 import shlex
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -382,14 +383,21 @@ def prepare_env(workdir: Path, python: Optional[Sequence[str]] = None, zip_path:
         pyai_dir, py, out = hostsim.install_zip(zip_path, str(workdir / "ekuiper"))
         env = PluginEnv(pyai_dir, [str(py)], workdir, install_log=out,
                         how=f"{zip_path.name} installed with install.sh into a fresh venv")
-    env.install_seconds = time.perf_counter() - t0
     env.sdk_dir = vendor_sdk(workdir / "sdk")
+    if env.sdk_dir is not None and not custom:
+        # The SDK-based plugins (tutorial baseline, SDK constant) need pynng, which
+        # pyai itself does not: it speaks the protocol over the socket directly.
+        out = subprocess.run([str(py), "-m", "pip", "install", "-q", SDK_PYNNG], capture_output=True, text=True)
+        if out.returncode != 0:
+            log(f"  could not install {SDK_PYNNG} for the SDK plugins: {out.stderr.strip()[-300:]}")
+    env.install_seconds = time.perf_counter() - t0
     env.sdk_version = _version("ekuiper")
     env.specs = bench_plugin_specs(pyai_dir)
     return env
 
 
-TUTORIAL_RUNTIME_REQS = ["tflite-runtime", "numpy<2", "pillow", "pynng==0.8.1"]
+SDK_PYNNG = "pynng==0.8.1"  # what the ekuiper SDK pins
+TUTORIAL_RUNTIME_REQS = ["tflite-runtime", "numpy<2", "pillow", SDK_PYNNG]
 
 
 def add_tutorial_runtime(env: PluginEnv, log: Callable[[str], None] = print) -> bool:
@@ -403,8 +411,6 @@ def add_tutorial_runtime(env: PluginEnv, log: Callable[[str], None] = print) -> 
     py = venv_dir / "bin" / "python"
     try:
         if not py.exists():
-            import subprocess
-
             subprocess.run(env.python + ["-m", "venv", str(venv_dir)], check=True, capture_output=True, text=True)
             subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q", *TUTORIAL_RUNTIME_REQS],
                            check=True, capture_output=True, text=True, timeout=600)

@@ -276,15 +276,17 @@ class Engine:
             # Every job is now ready or resolved: the inference thread stops after the rest.
             self._ready.put(None)
 
-    def _decode_counted(self, job: _Job) -> None:
+    def _decode_counted(self, job: _Job, slot: int = -1) -> None:
         try:
-            self._decode_one(job)
+            self._decode_one(job, slot)
         finally:
             with self._lock:
                 self._undecoded -= 1
 
-    def _decode_one(self, job: _Job) -> None:
+    def _decode_one(self, job: _Job, slot: int = -1) -> None:
+        """Decode and resize into a slot: ``slot`` if one was reserved, else wait for one."""
         if not self._start(job):
+            self._release(slot)
             return
         clf = self._clf
         t0 = _now()
@@ -292,14 +294,14 @@ class Engine:
             # The frame lives in this thread's scratch buffer only until fill() below.
             frame = clf.decode(job.image, reuse=True)
             job.image = None  # the caller's encoded bytes are no longer needed
-            slot = self._free.get()
-            try:
-                clf.fill(frame, self._slots[slot])
-            except BaseException:
-                self._free.put(slot)
+            if slot < 0:
+                slot = self._free.get()
+            clf.fill(frame, self._slots[slot])
+        except BaseException as exc:
+            self._release(slot)
+            if not isinstance(exc, Exception):
                 raise
-        except Exception as exc:  # noqa: BLE001 - one frame's failure must not stop the decoder
-            self._fail(job, exc)
+            self._fail(job, exc)  # one frame's failure must not stop the decoder
             return
         t1 = _now()
         self._stats.on_decoded(t1 - t0)
@@ -369,16 +371,28 @@ class Engine:
 
     def _help_decode(self) -> bool:
         """Decode one queued frame on this thread instead of idling; False if none is queued."""
+        # Reserve the slot first: only this thread frees slots, so it must never
+        # wait for one (the decoders may have filled every slot meanwhile).
+        try:
+            slot = self._free.get_nowait()
+        except queue.Empty:
+            return False
         try:
             job = self._jobs.get_nowait()
         except queue.Empty:
+            self._free.put(slot)
             return False
         if job is None:
             # A decoder's stop marker: every job was queued before it, so none is left.
             self._jobs.put(None)
+            self._free.put(slot)
             return False
-        self._decode_counted(job)
+        self._decode_counted(job, slot)
         return True
+
+    def _release(self, slot: int) -> None:
+        if slot >= 0:
+            self._free.put(slot)
 
     def _run_direct(self, job: _Job) -> None:
         """A frame that arrived while idle: decode here and resize straight into the tensor."""

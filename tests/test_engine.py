@@ -363,6 +363,34 @@ def test_a_window_is_decoded_first_then_run_as_one_batch(tiny_classifier, images
     _counts_add_up(st)
 
 
+def test_helping_inference_thread_never_waits_for_a_slot(tiny_classifier, images):
+    # The inference thread decodes queued frames while it waits; it alone frees
+    # slots, so if it ever waited for one after the decoders took them all, the
+    # engine would hang. Force that moment: the decoders are slow, and the
+    # inference thread's decode returns only once every free slot is gone.
+    orig = tiny_classifier.decode
+    eng = Engine(tiny_classifier, batch_mode="native", workers=2, max_batch=2, max_queue_delay_ms=1000)
+
+    def decode(image, reuse=False):
+        if threading.current_thread().name == "pyai-infer":
+            deadline = time.monotonic() + 5
+            while not eng._free.empty() and time.monotonic() < deadline:
+                time.sleep(0.001)
+        else:
+            time.sleep(0.02)
+        return orig(image, reuse)
+
+    eng._clf = _Proxy(tiny_classifier, decode=decode)
+    frames = [images["bird.bmp"]] * 20
+    futs = eng.submit_many(frames)
+    want = tiny_classifier.label(frames[0])
+    assert [f.result(timeout=60) for f in futs] == [want] * 20
+    eng.close()
+    st = eng.stats()
+    assert st["completed"] == 20
+    _counts_add_up(st)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_submit_many_with_bad_frames_and_close_in_flight(tiny_classifier, images, mode):
     frames = [images["cat_720p.jpg"], BAD, images["grace_hopper.bmp"], b"\xff\xd8\xff\xe0 cut"] * 6

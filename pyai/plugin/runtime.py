@@ -1,10 +1,12 @@
 """The eKuiper portable-plugin protocol, function symbols only, kept lean.
 
-Speaks exactly what the Go host and the ``ekuiper`` SDK speak (nng REQ sockets
-dialing the host's REP sockets, a ``handshake`` first, keep-alive handshakes
-after 5 s idle), without the SDK's per-call costs: it never formats a request
-into a log string, and an ``Exec`` whose first argument is a long base64 string
-is split without running the JSON parser over (or copying) the frame.
+Speaks exactly what the Go host and the ``ekuiper`` SDK speak (SP REQ sockets
+dialing the host's REP sockets over IPC, a ``handshake`` first, keep-alive
+handshakes after 5 s idle), without the SDK's per-call costs: no nng threads
+between the socket and the handler (``sp.py``), requests read into a reused
+buffer, never a request formatted into a log string, and an ``Exec`` whose
+first argument is a long base64 string (or a window's list of them) is split
+without running the JSON parser over (or copying) the frames.
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from typing import Any, Callable, Dict, List, Optional, Protocol
 
-import pynng
+from .sp import ChannelClosed, ReqSocket
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,13 @@ class Function(Protocol):
     def is_aggregate(self) -> bool: ...
 
 
+# Built once: json.dumps with arguments constructs a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode_reply(state: bool, result: Any) -> bytes:
     try:
-        return json.dumps({"state": state, "result": result}, separators=(",", ":")).encode()
+        return _ENCODER.encode({"state": state, "result": result}).encode()
     except (TypeError, ValueError) as exc:
         return json.dumps({"state": False, "result": f"cannot encode result: {exc}"}).encode()
 
@@ -64,33 +69,37 @@ def one_line(exc: BaseException) -> str:
     return text[:300] or type(exc).__name__
 
 
-def parse_request(req: bytes) -> Dict[str, Any]:
-    """Split a host request; the first Exec argument stays a FrameArg when it is a plain
-    string, or a list of FrameArgs when it is a list of plain strings (an aggregate's window)."""
-    if req.startswith(_EXEC_PREFIX) and req.endswith(b"]}"):
-        split = _split_strings(req, len(_EXEC_PREFIX) - 1, one=True)
-        if split is not None:
-            frames, end = split
-            return {"func": "Exec", "arg": [frames[0]] + json.loads(b"[null" + req[end:-1])[1:]}
-    elif req.startswith(_EXEC_LIST_PREFIX) and req.endswith(b"]}"):
-        split = _split_strings(req, len(_EXEC_LIST_PREFIX) - 1, one=False)
-        if split is not None and req[split[1]:split[1] + 1] == b"]":
-            frames, end = split
-            return {"func": "Exec", "arg": [frames] + json.loads(b"[null" + req[end + 1:-1])[1:]}
-    msg = json.loads(req)
+def parse_request(req: bytes | bytearray, n: Optional[int] = None) -> Dict[str, Any]:
+    """Split a host request (its first ``n`` bytes); the first Exec argument stays a
+    FrameArg when it is a plain string, or a list of FrameArgs when it is a list of
+    plain strings (an aggregate's window)."""
+    if n is None:
+        n = len(req)
+    if req.endswith(b"]}", 0, n):
+        if req.startswith(_EXEC_PREFIX):
+            split = _split_strings(req, n, len(_EXEC_PREFIX) - 1, one=True)
+            if split is not None:
+                frames, end = split
+                return {"func": "Exec", "arg": [frames[0]] + json.loads(b"[null" + req[end:n - 1])[1:]}
+        elif req.startswith(_EXEC_LIST_PREFIX):
+            split = _split_strings(req, n, len(_EXEC_LIST_PREFIX) - 1, one=False)
+            if split is not None and req[split[1]:split[1] + 1] == b"]":
+                frames, end = split
+                return {"func": "Exec", "arg": [frames] + json.loads(b"[null" + req[end + 1:n - 1])[1:]}
+    msg = json.loads(req[:n] if n < len(req) else req)
     if not isinstance(msg, dict):
         raise ValueError("request is not a JSON object")
     return msg
 
 
-def _split_strings(req: bytes, quote: int, one: bool) -> Optional[tuple]:
+def _split_strings(req: bytes | bytearray, n: int, quote: int, one: bool) -> Optional[tuple]:
     """JSON strings without escapes starting at ``req[quote] == '"'``, separated by commas,
     as FrameArgs; returns them and the index after the last one, or None for anything
     the real parser must handle (an escape, a non-string)."""
     view = memoryview(req)
     frames = []
     while True:
-        end = req.find(b'"', quote + 1)
+        end = req.find(b'"', quote + 1, n)
         # A backslash would mean JSON escapes inside the string: not base64.
         if end < 0 or req.find(b"\\", quote + 1, end) >= 0:
             return None
@@ -101,10 +110,11 @@ def _split_strings(req: bytes, quote: int, one: bool) -> Optional[tuple]:
         quote = end + 1
 
 
-def handle_function_request(fn: Function, req: bytes) -> bytes:
-    """One host request -> one reply. Never raises: every failure is a state:false reply."""
+def handle_function_request(fn: Function, req: bytes | bytearray, n: Optional[int] = None) -> bytes:
+    """One host request (its first ``n`` bytes) -> one reply. Never raises: every
+    failure is a state:false reply."""
     try:
-        msg = parse_request(req)
+        msg = parse_request(req, n)
         name = msg.get("func")
         arg = msg.get("arg")
         if name == "Exec":
@@ -128,34 +138,36 @@ class Channel:
 
     def __init__(self, url: str, idle_timeout_ms: int = IDLE_TIMEOUT_MS, dial_attempts: int = 50):
         self.url = url
-        self.sock = pynng.Req0(recv_timeout=idle_timeout_ms, resend_time=0)
-        self.sock.recv_max_size = 0
-        for attempt in range(dial_attempts):
-            try:
-                self.sock.dial(url, block=True)
-                break
-            except pynng.NNGException as exc:
-                if attempt == dial_attempts - 1:
-                    self.sock.close()
-                    raise ConnectionError(f"cannot dial {url}: {exc}") from None
-                time.sleep(0.1)
+        self.idle_timeout_s = idle_timeout_ms / 1000.0
+        self.dial_attempts = dial_attempts
+        self.sock = ReqSocket(url)
+        self.sock.dial(dial_attempts)
         self.closed = False
 
-    def serve(self, handler: Callable[[bytes], bytes]) -> None:
+    def serve(self, handler: Callable[[bytearray, int], bytes]) -> None:
+        """Answer requests until closed; ``handler`` gets a reused buffer and the length."""
+        sock = self.sock
         try:
-            self.sock.send(HANDSHAKE)
+            sock.send(HANDSHAKE)
             while not self.closed:
                 try:
-                    req = self.sock.recv()
-                except (pynng.Timeout, pynng.BadState):
+                    buf, n = sock.recv(self.idle_timeout_s)
+                except TimeoutError:
                     # An idle REQ socket must send before it may receive again;
                     # the host skips replies that start with "h".
-                    self.sock.send(HANDSHAKE)
+                    sock.send(HANDSHAKE)
                     continue
-                self.sock.send(handler(req))
-        except pynng.Closed:
+                except ConnectionError as exc:
+                    # The host dropped the connection (restarting?): dial again,
+                    # as nng's dialer would, and announce ourselves.
+                    log.warning("channel %s: %s; dialing again", self.url, exc)
+                    sock.dial(self.dial_attempts)
+                    sock.send(HANDSHAKE)
+                    continue
+                sock.send(handler(buf, n))
+        except ChannelClosed:
             pass
-        except pynng.NNGException as exc:
+        except ConnectionError as exc:
             if not self.closed:
                 log.error("channel %s failed: %s", self.url, exc)
 
@@ -176,7 +188,7 @@ class SymbolRunner:
 
     def _run(self) -> None:
         fn = self.fn
-        self.channel.serve(lambda req: handle_function_request(fn, req))
+        self.channel.serve(lambda buf, n: handle_function_request(fn, buf, n))
 
     @property
     def running(self) -> bool:
@@ -200,7 +212,7 @@ class PluginRuntime:
     def run(self) -> None:
         log.info("pyai: dialing control channel for plugin %s", self.plugin_name)
         self.control = Channel(CONTROL_URL.format(self.plugin_name))
-        self.control.serve(self.handle_command)
+        self.control.serve(lambda buf, n: self.handle_command(bytes(buf[:n])))
 
     def handle_command(self, req: bytes) -> bytes:
         # A reply starting with "h" would be skipped by the host as a stale

@@ -25,7 +25,7 @@ def main(argv):
         print("FAIL: not running on aarch64", file=sys.stderr)
         return 1
 
-    for name in ("numpy", "simplejpeg", "pynng", "PIL", "ai_edge_litert"):
+    for name in ("numpy", "simplejpeg", "pybase64", "PIL", "ai_edge_litert"):
         mod = importlib.import_module(name)
         print("import %-15s %s" % (name, getattr(mod, "__version__", "?")))
     try:
