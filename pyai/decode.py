@@ -525,19 +525,37 @@ def _decode_jpeg(
     # further: kite_and_cold.jpg at 1/2 instead of 3/8 lands 0.109 from the
     # full-resolution reference, past the 0.1 the accuracy target allows.
     min_w, min_h = min_size
+    buffer = None
     if reuse:
-        try:
-            out_h, out_w, _, _ = simplejpeg.decode_jpeg_header(data, min_height=min_h, min_width=min_w)
-        except ValueError as exc:
-            raise BadInput(f"corrupt JPEG: {_one_line(exc)}") from None
-    buffer = _scratch_buffer(out_w * out_h * 3) if reuse else None
+        out_w, out_h = jpeg_scaled_size(width, height, min_w, min_h)
+        buffer = _scratch_buffer(out_w * out_h * 3)
     try:
         # strict: libjpeg's warnings (corrupt entropy data, premature end) are errors.
         return simplejpeg.decode_jpeg(
             data, colorspace="RGB", min_width=min_w, min_height=min_h, strict=True, buffer=buffer
         )
     except ValueError as exc:
+        if buffer is not None and "buffer is too small" in str(exc):  # pragma: no cover - a simplejpeg that scales otherwise
+            log.warning("simplejpeg decodes to another size than jpeg_scaled_size predicts: %s", exc)
+            return _decode_jpeg(data, min_size, width, height, reuse=False)
         raise BadInput(f"corrupt JPEG: {_one_line(exc)}") from None
+
+
+def jpeg_scaled_size(width: int, height: int, min_w: int, min_h: int) -> Tuple[int, int]:
+    """(w, h) that simplejpeg decodes a width x height JPEG to for these minimums.
+
+    libjpeg-turbo scales by n/8 (n = 1..8, sides rounded up); simplejpeg takes the
+    smallest n whose output covers the minimums, each capped at the image's own
+    side. Computed here, from the header pyai has already read, instead of asking
+    simplejpeg.decode_jpeg_header (a second decompressor set up and torn down,
+    ~20 us when cold) just to size the scratch buffer.
+    """
+    need_w, need_h = min(min_w, width), min(min_h, height)
+    for n in range(1, 8):
+        w, h = -(-width * n // 8), -(-height * n // 8)
+        if w >= need_w and h >= need_h:
+            return w, h
+    return width, height
 
 
 def _decode_pillow(data: bytes | memoryview, header: Header, min_size: Tuple[int, int], limits: Limits) -> np.ndarray:

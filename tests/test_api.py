@@ -247,3 +247,28 @@ def test_top_k_order_and_ties(dtype):
             assert got == [labels[i] for i in want], (trial, k)
         res = top_k(raw, labels, 5, scale=0.5, zero_point=3)
         assert [r["confidence"] for r in res] == [(float(raw[int(r["label"].split(":")[0])]) - 3) * 0.5 for r in res]
+
+
+def test_jpeg_scaled_size_matches_simplejpeg(images):
+    # pyai sizes its scratch buffer from the header it already parsed; simplejpeg
+    # must agree, for any image and minimum size, or the buffer would be wrong.
+    import random
+
+    import simplejpeg
+
+    from pyai.decode import jpeg_scaled_size
+
+    rng = random.Random(5)
+    cases = []
+    for data in (v for k, v in images.items() if k.endswith(".jpg")):
+        h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+        cases += [(data, w, h, m, m) for m in (1, 100, 224, 247, 5000)]
+    for _ in range(150):
+        w = rng.choice([rng.randint(1, 64), rng.randint(1, 2500)])
+        h = rng.choice([rng.randint(1, 64), rng.randint(1, 2500)])
+        data = simplejpeg.encode_jpeg(np.zeros((h, w, 3), np.uint8), quality=50,
+                                      colorsubsampling=rng.choice(["444", "422", "420"]))
+        cases.append((data, w, h, rng.randint(1, 400), rng.randint(1, 400)))
+    for data, w, h, mw, mh in cases:
+        oh, ow, _, _ = simplejpeg.decode_jpeg_header(data, min_width=mw, min_height=mh)
+        assert jpeg_scaled_size(w, h, mw, mh) == (ow, oh), (w, h, mw, mh)
