@@ -314,16 +314,25 @@ class Engine:
 
     def _infer_loop(self) -> None:
         stop = False
-        while not stop:
-            job = self._ready.get()
+        while True:
+            if stop:
+                # The last decoder has stopped, but a frame this thread decoded
+                # while helping may sit behind the marker: run what is left.
+                try:
+                    job = self._ready.get_nowait()
+                except queue.Empty:
+                    break
+            else:
+                job = self._ready.get()
             if job is None:
-                break
+                stop = True
+                continue
             if job.direct:
                 self._run_direct(job)
                 self._maybe_log()
                 continue
             batch = [job]
-            stop = self._collect(batch)
+            stop = self._collect(batch) or stop
             try:
                 if self._batched is not None and len(batch) > 1:
                     self._run_batched(batch)

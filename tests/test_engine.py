@@ -391,6 +391,31 @@ def test_helping_inference_thread_never_waits_for_a_slot(tiny_classifier, images
     _counts_add_up(st)
 
 
+def test_close_while_the_inference_thread_helps_loses_nothing(tiny_classifier, images):
+    # close() while the inference thread decodes a frame itself: the last decoder's
+    # stop marker reaches the ready queue before that frame does, and the frame
+    # must still be run.
+    a, b, c = images["cat_720p.jpg"], images["parrot.jpg"], images["hot_dog.jpg"]
+    orig = tiny_classifier.decode
+
+    def decode(image, reuse=False):
+        infer = threading.current_thread().name == "pyai-infer"
+        if image is b and not infer:
+            time.sleep(0.2)
+        if image is c and infer:
+            time.sleep(0.5)
+        return orig(image, reuse)
+
+    eng = Engine(tiny_classifier, batch_mode="native", workers=1, max_batch=8, max_queue_delay_ms=1000)
+    eng._clf = _Proxy(tiny_classifier, decode=decode)
+    futs = eng.submit_many([a, b, c])
+    time.sleep(0.1)
+    eng.close()
+    assert all(f.done() for f in futs)
+    assert [f.result() for f in futs] == [tiny_classifier.label(x) for x in (a, b, c)]
+    _counts_add_up(eng.stats())
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_submit_many_with_bad_frames_and_close_in_flight(tiny_classifier, images, mode):
     frames = [images["cat_720p.jpg"], BAD, images["grace_hopper.bmp"], b"\xff\xd8\xff\xe0 cut"] * 6

@@ -75,7 +75,9 @@ def test_dial_refuses_what_is_not_a_rep_socket(tmp_path):
     def answer_garbage():
         for _ in range(2):
             conn, _ = server.accept()
+            conn.recv(8)  # the dialer's SP header, so our answer cannot race it
             conn.sendall(b"HTTP/1.1")
+            conn.recv(1)  # until the dialer hangs up
             conn.close()
 
     t = threading.Thread(target=answer_garbage, daemon=True)
