@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -119,6 +120,10 @@ def test_close_wakes_a_blocked_recv(url, rep):
         req.send(b"after close")
 
 
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
 def test_channel_dials_again_when_the_host_restarts(url):
     host = pynng.Rep0(recv_timeout=5000, send_timeout=5000, listen=url)
     ch = Channel(url, idle_timeout_ms=5000)
@@ -127,12 +132,16 @@ def test_channel_dials_again_when_the_host_restarts(url):
     assert host.recv() == b"handshake"
     host.send(b"one")
     assert host.recv() == b"echo:one"
-    host.close()  # the host goes away with our reply's answer pending
-
-    host = pynng.Rep0(recv_timeout=5000, send_timeout=5000, listen=url)
-    assert host.recv() == b"handshake"  # dialed again and announced itself
-    host.send(b"two")
-    assert host.recv() == b"echo:two"
+    fds = None
+    for i in range(6):
+        host.close()  # the host goes away with our reply's answer pending
+        host = pynng.Rep0(recv_timeout=5000, send_timeout=5000, listen=url)
+        assert host.recv() == b"handshake"  # dialed again and announced itself
+        host.send(b"two")
+        assert host.recv() == b"echo:two"
+        if i == 1:
+            fds = _fds()
+    assert _fds() == fds  # the broken connections were closed, not leaked
     ch.close()
     t.join(5)
     assert not t.is_alive()

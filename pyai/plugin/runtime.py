@@ -151,20 +151,22 @@ class Channel:
             sock.send(HANDSHAKE)
             while not self.closed:
                 try:
-                    buf, n = sock.recv(self.idle_timeout_s)
-                except TimeoutError:
-                    # An idle REQ socket must send before it may receive again;
-                    # the host skips replies that start with "h".
-                    sock.send(HANDSHAKE)
-                    continue
+                    try:
+                        buf, n = sock.recv(self.idle_timeout_s)
+                    except TimeoutError:
+                        # An idle REQ socket must send before it may receive again;
+                        # the host skips replies that start with "h".
+                        sock.send(HANDSHAKE)
+                        continue
+                    sock.send(handler(buf, n))
                 except ConnectionError as exc:
+                    if self.closed:
+                        break
                     # The host dropped the connection (restarting?): dial again,
                     # as nng's dialer would, and announce ourselves.
                     log.warning("channel %s: %s; dialing again", self.url, exc)
                     sock.dial(self.dial_attempts)
                     sock.send(HANDSHAKE)
-                    continue
-                sock.send(handler(buf, n))
         except ChannelClosed:
             pass
         except ConnectionError as exc:

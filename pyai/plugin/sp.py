@@ -56,6 +56,7 @@ class ReqSocket:
 
     def dial(self, attempts: int = 50, interval_s: float = 0.1) -> None:
         """Connect and exchange SP headers, retrying while the host is not listening yet."""
+        self._drop()  # a broken connection, when dialing again
         last: Exception = ConnectionError("no attempt")
         for attempt in range(attempts):
             if self._closed:
@@ -77,7 +78,7 @@ class ReqSocket:
         sock.connect(self.path)
         sock.sendall(_HEADER)
         peer = bytearray(8)
-        self._read_into(memoryview(peer))
+        _read_into(sock, memoryview(peer))
         if peer[:4] != b"\x00SP\x00" or peer[6:] != b"\x00\x00":
             raise ConnectionError(f"not an SP peer at {self.path}: header {bytes(peer)!r}")
         proto = struct.unpack(">H", peer[4:6])[0]
@@ -148,7 +149,7 @@ class ReqSocket:
             sock.settimeout(5.0)
             try:
                 # Every REQ0 reply has at least its 4-byte id: read type, length and id.
-                self._read_into(head[got:])
+                _read_into(sock, head[got:])
                 kind, size, rid = _MSG.unpack_from(self._head)
                 if kind != 1 or not 4 <= size <= MAX_MESSAGE_BYTES:
                     raise ConnectionError(f"corrupt SP message header (type {kind}, length {size})")
@@ -156,7 +157,7 @@ class ReqSocket:
                 if n > len(self._buf):
                     # A new buffer, never a resize: views of the old one may live on.
                     self._buf = bytearray(max(n, 2 * len(self._buf)))
-                self._read_into(memoryview(self._buf)[:n])
+                _read_into(sock, memoryview(self._buf)[:n])
             except socket.timeout:
                 raise self._failure(ConnectionError("host stopped mid-message")) from None
             except OSError as exc:
@@ -176,11 +177,10 @@ class ReqSocket:
             return ChannelClosed(self.path)
         return exc if isinstance(exc, ConnectionError) else ConnectionError(f"{self.path}: {exc}")
 
-    def _read_into(self, view: memoryview) -> None:
-        sock = self._sock
-        assert sock is not None
-        while view:
-            got = sock.recv_into(view)
-            if got == 0:
-                raise ConnectionError("host closed the channel")
-            view = view[got:]
+
+def _read_into(sock: socket.socket, view: memoryview) -> None:
+    while view:
+        got = sock.recv_into(view)
+        if got == 0:
+            raise ConnectionError("host closed the channel")
+        view = view[got:]
