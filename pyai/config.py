@@ -56,7 +56,9 @@ class Config:
         the ratio of the speeds (halve it on a CPU half as fast).
     workers: decode/resize threads of the batching engine.
     max_batch: most frames the engine runs in one inference batch.
-    max_queue_delay_ms: longest the engine waits for more frames to fill a batch.
+    max_queue_delay_ms: longest the engine waits idle, per batch, for frames the
+        decoders are still working on (a lone frame never waits; queued frames the
+        inference thread decodes itself do not count).
     batch_mode: "auto" (use the batch the bench found faster), "native" (rewrite the
         model's batch dimension) or "loop" (one invoke per frame).
     stats_log_interval_s: how often the engine logs its counters; 0 disables.
