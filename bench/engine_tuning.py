@@ -172,7 +172,7 @@ def sweep(
                     mode = "loop" if max_batch == 1 else "native"
                     with Engine(clf, workers=workers, max_batch=max_batch, batch_mode=mode,
                                 max_queue_delay_ms=delay_ms, stats_log_interval_s=0) as eng:
-                        fps = windows_fps(lambda fs, e=eng: [f.result() for f in [e.submit(x) for x in fs]],
+                        fps = windows_fps(lambda fs, e=eng: [f.result() for f in e.submit_many(fs)],
                                           frame, seconds / passes)
                     modes[cfg] = eng.batch_mode
                 runs[cfg].append(fps)

@@ -17,6 +17,7 @@ that the answers are right.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
@@ -29,9 +30,37 @@ import engine_tuning
 
 WINDOW = 8
 ROUNDS = int(os.environ.get("PYAI_BENCH_ENGINE_ROUNDS", "40"))
+# Tables of this run, written to bench/results/<arch>-engine.json at the end when
+# PYAI_BENCH_SAVE_ENGINE=1 (tox -e bench sets it).
+SUMMARY: Dict[str, object] = {}
 
 
-def _table(capsys, title: str, rows: List[Dict[str, object]]) -> None:
+@pytest.fixture(scope="module", autouse=True)
+def _save_summary():
+    yield
+    if os.environ.get("PYAI_BENCH_SAVE_ENGINE") == "1" and SUMMARY:
+        info = benchlib.machine_info()
+        path = benchlib.RESULTS / f"{benchlib.results_stem(info)}-engine.json"
+        doc = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": info, "window": WINDOW,
+               "rounds": ROUNDS, **SUMMARY}
+        path.write_text(json.dumps(_finite(doc), indent=1, default=str))
+        print(f"\nwrote {path}")
+
+
+def _finite(value):
+    """NaN (a table's empty cell) as null, so the file is strict JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _table(capsys, title: str, rows: List[Dict[str, object]], key: str = "") -> None:
+    if key:
+        SUMMARY[key] = {"title": title, "rows": rows}
     with capsys.disabled():
         print(f"\n{title}")
         engine_tuning.print_table(rows, lambda line: print("  " + line))
@@ -107,7 +136,7 @@ def test_windows_through_the_protocol(benchmark, window_plugin, frames, capsys):
         "batch_sizes": st["batch_sizes"], "work_bound_speedup": round(bound["speedup"], 3),
     })
     _table(capsys, f"windows of 8 x cat_720p.jpg through the eKuiper protocol (packaged plugin, "
-                   f"batch_mode={st['batch_mode']}, workers={st['workers']})", [
+                   f"batch_mode={st['batch_mode']}, workers={st['workers']})", key="windows_protocol", rows=[
         {"path": "8 x labelImage, sequential", "p50 ms/window": statistics.median(singles) * 1e3,
          "frames/s": seq_fps, "speedup": 1.0},
         {"path": "labelImages(window of 8)", "p50 ms/window": statistics.median(windows) * 1e3,
@@ -150,7 +179,7 @@ def test_windows_through_the_api(benchmark, bench_classifier, frames, capsys):
         "latency_p50_ms": {k: v.get("p50_ms") for k, v in st["latency"].items()},
     })
     _table(capsys, f"windows of 8 x cat_720p.jpg through the Python API (batch_mode={st['batch_mode']}, "
-                   f"workers={st['workers']}, threads={clf.config.interpreter_threads})", [
+                   f"workers={st['workers']}, threads={clf.config.interpreter_threads})", key="windows_api", rows=[
         {"path": "8 x Classifier.label", "p50 ms/window": statistics.median(singles) * 1e3,
          "frames/s": seq_fps, "speedup": 1.0},
         {"path": "Classifier.label_many(8)", "p50 ms/window": statistics.median(windows) * 1e3,
@@ -186,7 +215,7 @@ def test_lone_frame_engine_vs_direct(benchmark, bench_classifier, frames, capsys
         "direct_p50_ms": round(d50 * 1e3, 3), "engine_p50_ms": round(e50 * 1e3, 3),
         "overhead": round(e50 / d50 - 1, 4), "pairwise_overhead": round(pair - 1, 4), "target": 0.03,
     })
-    _table(capsys, "a lone cat_720p.jpg frame: engine vs direct path", [
+    _table(capsys, "a lone cat_720p.jpg frame: engine vs direct path", key="lone_frame", rows=[
         {"path": "Classifier.label (direct)", "p50 ms": d50 * 1e3, "vs direct": 1.0},
         {"path": "engine.submit().result()", "p50 ms": e50 * 1e3, "vs direct": e50 / d50},
         {"path": "median of per-pair ratios", "p50 ms": float("nan"), "vs direct": pair},
@@ -214,7 +243,7 @@ def test_tuning_sweep(benchmark, frames, capsys):
         with Engine(clf, workers=best.workers, max_batch=best.max_batch, batch_mode=best.batch_mode,
                     stats_log_interval_s=0) as eng:
             window = [frames["720p"]] * WINDOW
-            benchmark.pedantic(lambda: [f.result() for f in [eng.submit(x) for x in window]],
+            benchmark.pedantic(lambda: [f.result() for f in eng.submit_many(window)],
                                rounds=20, iterations=1, warmup_rounds=2)
     finally:
         clf.close()
@@ -233,7 +262,10 @@ def test_tuning_sweep(benchmark, frames, capsys):
              "spread": (max(p.fps_runs) - min(p.fps_runs)) / p.fps}
             for p in sorted(points, key=lambda p: -p.fps)]
     _table(capsys, f"engine sweep on {cores} usable cores, windows of 8 x cat_720p.jpg, median of 3 "
-                   f"round-robin passes (workers '-' = direct path, sequential Classifier.label)", rows)
+                   f"round-robin passes (workers '-' = direct path, sequential Classifier.label)", rows,
+           key="sweep")
+    SUMMARY["best"] = {"threads": best.threads, "workers": best.workers, "max_batch": best.max_batch,
+                       "batch_mode": best.batch_mode, "vs_best_direct": round(best.fps / direct.fps, 3)}
     with capsys.disabled():
         print(f"  best: threads={best.threads} workers={best.workers} max_batch={best.max_batch} "
               f"(batch_mode={best.batch_mode}), {best.fps / direct.fps:.2f}x the best direct path "
