@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import Any, Iterable, List
 
@@ -38,8 +37,7 @@ class Classifier:
         self.model = Model(cfg.model, cfg.interpreter_threads)
         self.labels = load_labels(cfg.labels, self.model.num_classes)
         self.limits = Limits(max_pixels=cfg.max_pixels, max_decode_ms=cfg.max_decode_ms)
-        w, h = self.model.input_size
-        self.decode_size = (math.ceil(w * cfg.decode_oversample), math.ceil(h * cfg.decode_oversample))
+        self.decode_size = cfg.decode_size(self.model.input_size)
         self._lock = threading.Lock()
         self._engine = None
         self._engine_lock = threading.Lock()

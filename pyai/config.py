@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Tuple
 
 from .errors import ModelError
 
@@ -104,6 +105,12 @@ class Config:
     @property
     def interpreter_threads(self) -> int:
         return self.threads or min(usable_cores(), MAX_AUTO_THREADS)
+
+    def decode_size(self, input_size: Tuple[int, int]) -> Tuple[int, int]:
+        """(width, height) a decoded frame must cover for a model input of ``input_size``:
+        the input times ``decode_oversample``, rounded up."""
+        w, h = input_size
+        return math.ceil(w * self.decode_oversample), math.ceil(h * self.decode_oversample)
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)

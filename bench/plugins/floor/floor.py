@@ -7,7 +7,6 @@ The frame's JPEG bytes are loaded at start-up (PYAI_BENCH_FRAMES) and picked by 
 length of the base64 argument, so the request is the same one pyai gets but is not
 decoded here.
 """
-import math
 import os
 import sys
 
@@ -31,9 +30,7 @@ class Floor:
     def __init__(self):
         cfg = load_config(os.environ["PYAI_BENCH_PYAI_DIR"])
         self.model = Model(cfg.model, cfg.interpreter_threads)
-        w, h = self.model.input_size
-        self.min_w = math.ceil(w * cfg.decode_oversample)
-        self.min_h = math.ceil(h * cfg.decode_oversample)
+        self.min_w, self.min_h = cfg.decode_size(self.model.input_size)
         self.frames = {}
         for path in os.environ.get("PYAI_BENCH_FRAMES", "").split(os.pathsep):
             if path:
