@@ -102,13 +102,18 @@ def summarize(seconds: Sequence[float]) -> Dict[str, float]:
 
 
 def time_calls(fn: Callable[[], Any], n: int, warmup: int = 5, min_seconds: float = 0.0,
-               max_seconds: float = float("inf"), max_n: int = 100_000) -> List[float]:
+               max_seconds: float = float("inf"), max_n: int = 100_000,
+               warmup_seconds: float = 0.0) -> List[float]:
     """Per-call wall times of ``fn()``: at least ``n`` calls (and ``min_seconds``), stopping
-    early after ``max_seconds`` once 20 calls are in."""
+    early after ``max_seconds`` once 20 calls are in; untimed first, ``warmup`` calls and
+    at least ``warmup_seconds``."""
+    clock = time.perf_counter
+    start = clock()
     for _ in range(warmup):
         fn()
+    while clock() - start < warmup_seconds:
+        fn()
     out: List[float] = []
-    clock = time.perf_counter
     start = clock()
     while True:
         t0 = clock()
