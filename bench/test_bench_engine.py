@@ -47,6 +47,28 @@ def _save_summary():
         print(f"\nwrote {path}")
 
 
+def _report_windows(benchmark, capsys, key: str, title: str, st: dict, threads: int,
+                    singles: List[float], windows: List[float], paths: tuple, fps_keys: tuple,
+                    info: Dict[str, object]) -> None:
+    """One windows table (sequential, windows, work bound) and its extra_info, for
+    either side (protocol or API): ``paths`` names the two rows, ``fps_keys`` their
+    frames/s in extra_info."""
+    bound = _work_bound(st, threads, singles)
+    seq_fps, win_fps = _fps(singles), _fps(windows)
+    benchmark.extra_info.update({
+        "frame": "cat_720p.jpg", "window": WINDOW, fps_keys[0]: round(seq_fps, 1), fps_keys[1]: round(win_fps, 1),
+        "speedup": round(win_fps / seq_fps, 3), "batch_mode": st["batch_mode"], "workers": st["workers"],
+        "max_batch": st["max_batch"], "batch_sizes": st["batch_sizes"],
+        "work_bound_speedup": round(bound["speedup"], 3), **info,
+    })
+    _table(capsys, title, key=key, rows=[
+        {"path": paths[0], "p50 ms/window": statistics.median(singles) * 1e3, "frames/s": seq_fps, "speedup": 1.0},
+        {"path": paths[1], "p50 ms/window": statistics.median(windows) * 1e3,
+         "frames/s": win_fps, "speedup": win_fps / seq_fps},
+        bound,
+    ])
+
+
 def _finite(value):
     """NaN (a table's empty cell) as null, so the file is strict JSON."""
     if isinstance(value, float) and value != value:
@@ -126,23 +148,14 @@ def test_windows_through_the_protocol(benchmark, window_plugin, frames, capsys):
     windows = list(benchmark.stats.stats.data)
     stats = benchlib.call(host, go_json({"func": "Exec", "arg": [meta]}), "pyaiStats")[0]
     st = stats["engine"]
-    bound = _work_bound(st, stats["model"]["threads"], singles)
-    seq_fps, win_fps = _fps(singles), _fps(windows)
-    benchmark.extra_info.update({
-        "frame": "cat_720p.jpg", "window": WINDOW, "rounds": ROUNDS,
-        "label_images_fps": round(win_fps, 1), "sequential_label_image_fps": round(seq_fps, 1),
-        "speedup": round(win_fps / seq_fps, 3), "target_speedup": 1.5,
-        "batch_mode": st["batch_mode"], "workers": st["workers"], "max_batch": st["max_batch"],
-        "batch_sizes": st["batch_sizes"], "work_bound_speedup": round(bound["speedup"], 3),
-    })
-    _table(capsys, f"windows of 8 x cat_720p.jpg through the eKuiper protocol (packaged plugin, "
-                   f"batch_mode={st['batch_mode']}, workers={st['workers']})", key="windows_protocol", rows=[
-        {"path": "8 x labelImage, sequential", "p50 ms/window": statistics.median(singles) * 1e3,
-         "frames/s": seq_fps, "speedup": 1.0},
-        {"path": "labelImages(window of 8)", "p50 ms/window": statistics.median(windows) * 1e3,
-         "frames/s": win_fps, "speedup": win_fps / seq_fps},
-        bound,
-    ])
+    _report_windows(
+        benchmark, capsys, "windows_protocol",
+        f"windows of 8 x cat_720p.jpg through the eKuiper protocol (packaged plugin, "
+        f"batch_mode={st['batch_mode']}, workers={st['workers']})",
+        st, stats["model"]["threads"], singles, windows,
+        ("8 x labelImage, sequential", "labelImages(window of 8)"),
+        ("sequential_label_image_fps", "label_images_fps"),
+        {"rounds": ROUNDS, "target_speedup": 1.5})
 
 
 # -- windows of 8 through the Python API -------------------------------------------------------
@@ -168,24 +181,15 @@ def test_windows_through_the_api(benchmark, bench_classifier, frames, capsys):
                        rounds=ROUNDS * 2, iterations=1, warmup_rounds=3)
     windows = list(benchmark.stats.stats.data)
     st = clf.stats()
-    bound = _work_bound(st, clf.config.interpreter_threads, singles)
-    seq_fps, win_fps = _fps(singles), _fps(windows)
-    benchmark.extra_info.update({
-        "work_bound_speedup": round(bound["speedup"], 3),
-        "frame": "cat_720p.jpg", "window": WINDOW, "batch_mode": st["batch_mode"],
-        "workers": st["workers"], "max_batch": st["max_batch"], "threads": clf.config.interpreter_threads,
-        "label_many_fps": round(win_fps, 1), "sequential_label_fps": round(seq_fps, 1),
-        "speedup": round(win_fps / seq_fps, 3), "batch_sizes": st["batch_sizes"],
-        "latency_p50_ms": {k: v.get("p50_ms") for k, v in st["latency"].items()},
-    })
-    _table(capsys, f"windows of 8 x cat_720p.jpg through the Python API (batch_mode={st['batch_mode']}, "
-                   f"workers={st['workers']}, threads={clf.config.interpreter_threads})", key="windows_api", rows=[
-        {"path": "8 x Classifier.label", "p50 ms/window": statistics.median(singles) * 1e3,
-         "frames/s": seq_fps, "speedup": 1.0},
-        {"path": "Classifier.label_many(8)", "p50 ms/window": statistics.median(windows) * 1e3,
-         "frames/s": win_fps, "speedup": win_fps / seq_fps},
-        bound,
-    ])
+    threads = clf.config.interpreter_threads
+    _report_windows(
+        benchmark, capsys, "windows_api",
+        f"windows of 8 x cat_720p.jpg through the Python API (batch_mode={st['batch_mode']}, "
+        f"workers={st['workers']}, threads={threads})",
+        st, threads, singles, windows,
+        ("8 x Classifier.label", "Classifier.label_many(8)"),
+        ("sequential_label_fps", "label_many_fps"),
+        {"threads": threads, "latency_p50_ms": {k: v.get("p50_ms") for k, v in st["latency"].items()}})
 
 
 # -- a lone frame ------------------------------------------------------------------------------
