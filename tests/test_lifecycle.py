@@ -74,19 +74,29 @@ def test_stop_start_100_times(host, images):
     print(f"\n100 stop/start cycles in {elapsed:.1f} s")
 
 
-@pytest.mark.timeout(60)
-def test_stop_while_a_call_is_in_flight(host, images):
-    big = crafted.encode(crafted.gradient(4000, 3000), "PNG")  # ~200 ms of decoding
+def _exec_in_thread(host, image):
+    """host.exec("labelImage", image) on a thread of its own, started; returns the thread
+    and a dict that gets the call's "reply" or its HostError as "error"."""
     out = {}
+    started = threading.Event()
 
     def call():
+        started.set()
         try:
-            out["reply"] = host.exec("labelImage", big)
+            out["reply"] = host.exec("labelImage", image)
         except HostError as exc:
             out["error"] = exc
 
     t = threading.Thread(target=call)
     t.start()
+    assert started.wait(5)
+    return t, out
+
+
+@pytest.mark.timeout(60)
+def test_stop_while_a_call_is_in_flight(host, images):
+    big = crafted.encode(crafted.gradient(4000, 3000), "PNG")  # ~200 ms of decoding
+    t, out = _exec_in_thread(host, big)
     time.sleep(0.05)
     assert host.stop_symbol("labelImage") == "ok"
     t.join(timeout=15)
@@ -120,19 +130,7 @@ def test_killed_mid_call_from_another_thread(host, images):
         host.ensure_running()
         # Only so the test does not wait the host's full 5 s on the dead call.
         host.functions["labelImage"].sock.recv_timeout = 1500
-        sent = threading.Event()
-        out = {}
-
-        def call():
-            sent.set()
-            try:
-                out["reply"] = host.exec("labelImage", slow)
-            except HostError as exc:
-                out["error"] = exc
-
-        t = threading.Thread(target=call)
-        t.start()
-        assert sent.wait(5)
+        t, out = _exec_in_thread(host, slow)
         time.sleep(rng.uniform(0.02, 0.15))
         host.kill()
         t.join(timeout=20)
