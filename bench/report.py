@@ -296,6 +296,7 @@ def stage_split(stages: Dict[str, Any], rows: Dict[str, Any]) -> Dict[str, Any]:
             "resize_native_p50": st.get("resize_native", {}).get("p50"),
             "resize_numpy_p50": st.get("resize_numpy", {}).get("p50"),
             "decode_at_input_size_p50": st["decode_at_input_size"]["p50"],
+            "decode_one_piece_p50": st.get("decode_one_piece", {}).get("p50"),
         }
     return out
 
@@ -394,6 +395,7 @@ def print_report(res: Dict[str, Any]) -> None:
         f"simplejpeg {m.get('simplejpeg')} | pillow {m.get('pillow')} | pynng {m.get('pynng')} | "
         f"ekuiper SDK {res['plugin_env'].get('sdk_version')}")
     log(f"resize: {m['resize_impl']} (native_preproc {m['native_preproc'] if m.get('native_preproc') else 'NOT installed'})"
+        f" | jpeg: {m.get('jpeg_decoder', 'simplejpeg')}"
         f" | emulated: {'YES (' + '; '.join(emu['reasons']) + ') - timings mean nothing' if emu['emulated'] else 'no'}")
     md = m["model"]
     log(f"model: {md['model']} {md['input']} {md['input_dtype']}, {md['runtime']}, {md['threads']} interpreter threads; "
@@ -424,7 +426,8 @@ def print_report(res: Dict[str, Any]) -> None:
     log("")
     log("pyai's path, stage by stage (in-process p50, ms, plugin's interpreter)")
     split = res["stage_split"]
-    names = [("request", "request: parse_request + b64decode"), ("decode", "decode (DCT-scaled JPEG)"),
+    names = [("request", "request: parse_request + b64decode"),
+             ("decode", f"decode (DCT-scaled JPEG, {m.get('jpeg_decoder', 'simplejpeg')})"),
              ("resize_pyai", f"resize into the tensor ({m['resize_impl']})"), ("invoke", "invoke (Model.run)"),
              ("results", "results (top-k + labels)"), ("reply", "reply (encode_reply)")]
     log(f"  {'':44s} " + " ".join(f"{f:>9s}" for f in split))
@@ -436,6 +439,7 @@ def print_report(res: Dict[str, Any]) -> None:
     log(f"  {'= transport + glue (e2e - sum of stages)':44s} " + " ".join(f"{fmt(split[f]['transport_and_glue_p50'], '9.3f')}" for f in split))
     log(f"  {'resize, native_preproc.resize_into':44s} " + " ".join(f"{fmt(split[f]['resize_native_p50'], '9.3f')}" for f in split))
     log(f"  {'resize, pyai.resize.resize_into_numpy':44s} " + " ".join(f"{fmt(split[f]['resize_numpy_p50'], '9.3f')}" for f in split))
+    log(f"  {'decode in one piece (no split)':44s} " + " ".join(f"{fmt(split[f]['decode_one_piece_p50'], '9.3f')}" for f in split))
     log(f"  {'(decode at the model input size, reference)':44s} " + " ".join(f"{split[f]['decode_at_input_size_p50']:9.3f}" for f in split))
     if res.get("start"):
         st = res["start"]

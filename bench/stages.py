@@ -116,7 +116,9 @@ def stage_calls(clf, data: bytes) -> Dict[str, Callable[[], Any]]:
         "parse_request": lambda: parse_request(request),
         "b64decode": lambda: b64decode(view, max_bytes),
         "request": lambda: b64decode(parse_request(request)["arg"][0].view, max_bytes),
-        "decode": lambda: decode(data, clf.decode_size, clf.limits),
+        # As labelImage decodes: into the scratch buffer, rows split over decode_threads.
+        "decode": lambda: clf.decode_bytes(data, reuse=True, split=True),
+        "decode_one_piece": lambda: clf.decode_bytes(data, reuse=True),
     }
     for name, impl in resize_impls().items():
         calls[f"resize_{name}"] = (lambda impl=impl: impl(frame, slot, mean=mean, std=std))
@@ -239,10 +241,11 @@ def run(pyai_dir: Optional[str], calls: int, photos: bool, log=print) -> Dict[st
     clf = load_classifier(folder if pyai_dir else None)
     load_s = time.perf_counter() - t0
     info["resize_impl"] = resize_implementation()
-    info["model"] = clf.model.describe()
+    info["model"] = clf.describe()
+    info["jpeg_decoder"] = info["model"]["jpeg_decoder"]
     info["decode_size"] = list(clf.decode_size)
     info["decode_oversample"] = clf.config.decode_oversample
-    log(f"  worker: {info['arch']} python {info['python']}, {clf.model.describe()}, resize={info['resize_impl']}")
+    log(f"  worker: {info['arch']} python {info['python']}, {info['model']}, resize={info['resize_impl']}")
     result: Dict[str, Any] = {"machine": info, "classifier_load_s": load_s,
                               "frames": measure_stages(clf, benchlib.frame_bytes(), calls, log)}
     if photos:

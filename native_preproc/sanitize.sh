@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build native_preproc with AddressSanitizer + UndefinedBehaviorSanitizer and
-# run tests/test_resize.py against that build. Exits non-zero on any test
+# Build native_preproc (and native_jpeg) with AddressSanitizer +
+# UndefinedBehaviorSanitizer and run tests/test_resize.py and
+# tests/test_native_jpeg.py against that build. Exits non-zero on any test
 # failure or sanitizer report.
 #
 #   bash native_preproc/sanitize.sh [pytest args...]
@@ -22,7 +23,8 @@ trap 'rm -rf "$WORK"' EXIT
 # Build from a copy: an in-tree build would leave an instrumented module in
 # native_preproc/build/ for the next ordinary install to pick up.
 mkdir -p "$WORK/src" "$WORK/site"
-cp "$HERE"/native_preproc.c "$HERE"/native_preproc.pyi "$HERE"/setup.py "$HERE"/pyproject.toml "$WORK/src/"
+cp "$HERE"/native_preproc.c "$HERE"/native_preproc.pyi "$HERE"/native_jpeg.c "$HERE"/native_jpeg.pyi \
+   "$HERE"/setup.py "$HERE"/pyproject.toml "$WORK/src/"
 
 # Offline when the environment can build wheels itself (setuptools >= 61
 # and bdist_wheel); otherwise pip fetches the build backend.
@@ -66,6 +68,14 @@ export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
 # The C path must be the one under test: no fallback, no skipping.
 export PYAI_REQUIRE_NATIVE=1
 unset PYAI_NO_NATIVE
+# native_jpeg is tested where it was built (libjpeg-turbo headers present).
+jpeg_tests=()
+if ls "$WORK"/site/native_jpeg*.so >/dev/null 2>&1; then
+    export PYAI_REQUIRE_NATIVE_JPEG=1
+    jpeg_tests=(tests/test_native_jpeg.py)
+else
+    echo "sanitize.sh: native_jpeg was not built (no libjpeg-turbo headers): testing the resize only" >&2
+fi
 
 cd "$REPO"
 "$PYTHON" - "$WORK/site" <<'PY'
@@ -78,7 +88,7 @@ print(f"sanitize.sh: testing {native_preproc.__file__}", file=sys.stderr)
 PY
 
 set +e
-"$PYTHON" -m pytest tests/test_resize.py -p no:cacheprovider --capture=sys -q "$@" 2>&1 | tee "$WORK/pytest.log"
+"$PYTHON" -m pytest tests/test_resize.py "${jpeg_tests[@]}" -p no:cacheprovider --capture=sys -q "$@" 2>&1 | tee "$WORK/pytest.log"
 status=${PIPESTATUS[0]}
 set -e
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable, List
 import numpy as np
 
 from .config import Config, load_config
-from .decode import Limits, decode
+from .decode import Limits, decode, jpeg_splitter
 from .labels import Result, load_labels, top_k
 from .model import Model
 from .resize import resize_into
@@ -38,6 +38,9 @@ class Classifier:
         self.labels = load_labels(cfg.labels, self.model.num_classes)
         self.limits = Limits(max_pixels=cfg.max_pixels, max_decode_ms=cfg.max_decode_ms)
         self.decode_size = cfg.decode_size(self.model.input_size)
+        # One frame at a time (labelImage, label()): its JPEG rows are split over
+        # the cores that would otherwise idle while it decodes.
+        self.splitter = jpeg_splitter(cfg.jpeg_decode_threads)
         self._lock = threading.Lock()
         self._engine = None
         self._engine_lock = threading.Lock()
@@ -55,13 +58,15 @@ class Classifier:
         """Stages 1-2: caller's input (raw bytes or base64 text) -> RGB frame (``reuse`` as below)."""
         return self.decode_bytes(to_bytes(image, self.config.max_encoded_bytes), reuse)
 
-    def decode_bytes(self, data: bytes | memoryview, reuse: bool = False) -> np.ndarray:
+    def decode_bytes(self, data: bytes | memoryview, reuse: bool = False, split: bool = False) -> np.ndarray:
         """Stage 2: encoded image bytes -> RGB frame at least the model's input size.
 
         ``reuse`` decodes into a per-thread scratch buffer: the frame is then only
         valid until this thread's next ``reuse`` decode (fine for decode-then-fill).
+        ``split`` decodes a JPEG on ``decode_threads`` cores (same pixels); the
+        batching engine, which decodes several frames at once, does not ask for it.
         """
-        return decode(data, self.decode_size, self.limits, reuse)
+        return decode(data, self.decode_size, self.limits, reuse, self.splitter if split else None)
 
     def fill(self, frame: np.ndarray, slot: np.ndarray) -> None:
         """Stage 3: resize ``frame`` straight into ``slot`` (a view of an input tensor)."""
@@ -86,7 +91,7 @@ class Classifier:
         Raises BadInput with a one-line reason when the image cannot be used.
         """
         data = to_bytes(image, self.config.max_encoded_bytes)
-        return self.label_frame(self.decode_bytes(data, reuse=True), top_k, min_confidence)
+        return self.label_frame(self.decode_bytes(data, reuse=True, split=True), top_k, min_confidence)
 
     def label_frame(self, frame: np.ndarray, top_k: int | None = None, min_confidence: float | None = None) -> Result:
         """Top-k labels of one decoded RGB frame (any size)."""
@@ -118,6 +123,15 @@ class Classifier:
     def label_many(self, images: Iterable[ImageInput]) -> List[Result]:
         """Label many images through the batching engine; raises on the first bad one."""
         return [f.result() for f in self.submit_many(images)]
+
+    def describe(self) -> dict:
+        """The model's description and how JPEG frames are decoded."""
+        desc = self.model.describe()
+        if self.splitter is not None:
+            desc["jpeg_decoder"] = f"native_jpeg, {self.splitter.stats()['threads']} threads"
+        else:
+            desc["jpeg_decoder"] = "simplejpeg"
+        return desc
 
     def stats(self) -> dict:
         return self._engine.stats() if self._engine is not None else {}

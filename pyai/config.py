@@ -46,6 +46,10 @@ class Config:
         near-1:1 resample that blurs: kite_and_cold.jpg flips from seashore to
         volleyball. 1.1 keeps every sample photo's top-1 equal to a full-resolution
         reference and still decodes 1080p at 1/4 scale.
+    decode_threads: threads one JPEG frame is decoded on by ``labelImage`` and
+        ``Classifier.label`` (its rows split between them, ``native_jpeg``); 0 means
+        the usable cores, capped at 4; 1 decodes in one piece. Calls come one at a
+        time, so without it the other cores idle while a frame decodes.
     mean, std: normalisation for float-input models, ``(x - mean) / std``.
     max_encoded_bytes: largest accepted encoded image (checked on the base64
         length before decoding it).
@@ -71,6 +75,7 @@ class Config:
     top_k: int = 5
     min_confidence: float = 0.0
     decode_oversample: float = 1.1
+    decode_threads: int = 0
     mean: float = 127.5
     std: float = 127.5
     max_encoded_bytes: int = 16 * 1024 * 1024
@@ -91,8 +96,8 @@ class Config:
                 raise ModelError(f"config {f.name}={value!r}: {exc}") from None
         if self.top_k < 1:
             raise ModelError("config top_k must be >= 1")
-        if self.threads < 0 or self.workers < 1 or self.max_batch < 1:
-            raise ModelError("config threads must be >= 0, workers and max_batch >= 1")
+        if self.threads < 0 or self.decode_threads < 0 or self.workers < 1 or self.max_batch < 1:
+            raise ModelError("config threads and decode_threads must be >= 0, workers and max_batch >= 1")
         if self.batch_mode not in ("auto", "native", "loop"):
             raise ModelError("config batch_mode must be auto, native or loop")
         if self.decode_oversample < 1.0:
@@ -105,6 +110,10 @@ class Config:
     @property
     def interpreter_threads(self) -> int:
         return self.threads or min(usable_cores(), MAX_AUTO_THREADS)
+
+    @property
+    def jpeg_decode_threads(self) -> int:
+        return self.decode_threads or min(usable_cores(), MAX_AUTO_THREADS)
 
     def decode_size(self, input_size: Tuple[int, int]) -> Tuple[int, int]:
         """(width, height) a decoded frame must cover for a model input of ``input_size``:

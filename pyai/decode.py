@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import struct
 import threading
@@ -44,6 +45,15 @@ try:
     import simplejpeg
 except ImportError:  # pragma: no cover - exercised on boxes without the wheel
     simplejpeg = None
+
+try:
+    # Built beside native_preproc where libjpeg-turbo's headers are installed;
+    # PYAI_NO_NATIVE (a box without a compiler) leaves it out like the C resize.
+    if os.environ.get("PYAI_NO_NATIVE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise ImportError("PYAI_NO_NATIVE is set")
+    import native_jpeg
+except ImportError:
+    native_jpeg = None
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +188,20 @@ def check(header: Header, limits: Limits) -> None:
         raise BadInput(header.truncated)
 
 
+def jpeg_splitter(threads: int):
+    """A decoder that splits each JPEG frame's rows over ``threads`` threads (it keeps
+    ``threads - 1`` helpers), or None where ``native_jpeg`` is not built or threads < 2."""
+    if native_jpeg is None or threads < 2:
+        return None
+    return native_jpeg.JpegDecoder(min(threads, native_jpeg.MAX_THREADS))
+
+
 def decode(
-    data: bytes | memoryview, min_size: Tuple[int, int], limits: Limits = Limits(), reuse: bool = False
+    data: bytes | memoryview,
+    min_size: Tuple[int, int],
+    limits: Limits = Limits(),
+    reuse: bool = False,
+    splitter=None,
 ) -> np.ndarray:
     """Decode ``data`` to a C-contiguous (H, W, 3) uint8 RGB array.
 
@@ -187,12 +209,18 @@ def decode(
     image as long as both sides stay at least this large (or the full image if it
     is smaller). With ``reuse``, a JPEG is decoded into this thread's scratch
     buffer: the frame is valid only until the thread's next ``reuse`` decode.
-    Raises BadInput with a one-line reason.
+    ``splitter`` (from :func:`jpeg_splitter`) decodes a JPEG on several cores, with
+    the same pixels. Raises BadInput with a one-line reason.
     """
     header = inspect(data)
     check(header, limits)
-    if header.kind == "jpeg" and simplejpeg is not None:
-        return _decode_jpeg(data, min_size, header.width, header.height, reuse)
+    if header.kind == "jpeg":
+        if splitter is not None:
+            frame = _decode_jpeg_split(splitter, data, min_size, header.width, header.height, reuse)
+            if frame is not None:
+                return frame
+        if simplejpeg is not None:
+            return _decode_jpeg(data, min_size, header.width, header.height, reuse)
     return _decode_pillow(data, header, min_size, limits)
 
 
@@ -539,6 +567,23 @@ def _decode_jpeg(
             log.warning("simplejpeg decodes to another size than jpeg_scaled_size predicts: %s", exc)
             return _decode_jpeg(data, min_size, width, height, reuse=False)
         raise BadInput(f"corrupt JPEG: {_one_line(exc)}") from None
+
+
+def _decode_jpeg_split(
+    splitter, data: bytes | memoryview, min_size: Tuple[int, int], width: int, height: int, reuse: bool
+) -> np.ndarray | None:
+    """The frame, or None for a colour space the splitter leaves to simplejpeg (CMYK)."""
+    out_w, out_h = jpeg_scaled_size(width, height, *min_size)
+    n = out_w * out_h * 3
+    buf = _scratch_buffer(n) if reuse else np.empty(n, np.uint8)
+    frame = buf[:n].reshape(out_h, out_w, 3)
+    try:
+        splitter.decode_into(data, frame)
+    except NotImplementedError:
+        return None
+    except ValueError as exc:
+        raise BadInput(f"corrupt JPEG: {_one_line(exc)}") from None
+    return frame
 
 
 def jpeg_scaled_size(width: int, height: int, min_w: int, min_h: int) -> Tuple[int, int]:

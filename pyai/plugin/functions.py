@@ -76,7 +76,7 @@ class LabelImage:
         clf = self.holder.get()
         k = _int_arg(args[1], "topK") if len(args) > 1 else None
         min_conf = _float_arg(args[2], "minConfidence") if len(args) > 2 else None
-        frame = clf.decode_bytes(_frame_bytes(clf, args[0]), reuse=True)
+        frame = clf.decode_bytes(_frame_bytes(clf, args[0]), reuse=True, split=True)
         return clf.label_frame(frame, top_k=k, min_confidence=min_conf)
 
 
@@ -137,7 +137,7 @@ class PyaiStats:
     def exec(self, args: List[Any]) -> Any:
         clf = self.holder.get()
         # clf.stats() does not start the engine: {} until labelImages has run.
-        return {"model": clf.model.describe(), "engine": clf.stats()}
+        return {"model": clf.describe(), "engine": clf.stats()}
 
 
 def build_functions(holder: ClassifierHolder) -> Dict[str, Callable[[], Function]]:

@@ -43,7 +43,7 @@ def main(argv: Optional[List[str]] = None, plugin_dir: Optional[str] = None) -> 
 
     holder = ClassifierHolder(factory)
     if holder.classifier is not None:
-        desc = holder.classifier.model.describe()
+        desc = holder.classifier.describe()
         log.info("pyai ready in %.0f ms: %s, resize=%s", (time.perf_counter() - started) * 1000, desc, IMPLEMENTATION)
     runtime = PluginRuntime(PLUGIN_NAME, build_functions(holder))
     try:

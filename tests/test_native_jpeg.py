@@ -1,0 +1,234 @@
+"""native_jpeg: one JPEG decoded on several cores, pixel for pixel like simplejpeg.
+
+Skips when the extension was not built (no libjpeg-turbo headers), unless
+``PYAI_REQUIRE_NATIVE_JPEG=1`` (CI) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from types import ModuleType
+
+import numpy as np
+import pytest
+import simplejpeg
+from PIL import Image
+
+from pyai.decode import decode, jpeg_scaled_size, jpeg_splitter
+
+from .conftest import encode
+
+
+@pytest.fixture(scope="module")
+def nj() -> ModuleType:
+    if os.environ.get("PYAI_REQUIRE_NATIVE_JPEG", "").strip().lower() in ("1", "true", "yes", "on"):
+        import native_jpeg  # an ImportError fails the test, as asked
+    else:
+        native_jpeg = pytest.importorskip("native_jpeg")
+    if os.environ.get("PYAI_NO_NATIVE", "").strip().lower() in ("1", "true", "yes", "on"):
+        pytest.skip("PYAI_NO_NATIVE is set")
+    return native_jpeg
+
+
+def _photo(images, name="cat_720p.jpg") -> Image.Image:
+    return Image.open(io.BytesIO(images[name])).convert("RGB")
+
+
+def _simplejpeg(data: bytes, n: int, width: int, height: int) -> np.ndarray:
+    w, h = -(-width * n // 8), -(-height * n // 8)
+    out = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=w, min_height=h)
+    assert out.shape[:2] == (h, w)
+    return out
+
+
+def _native(dec, data: bytes, n: int, width: int, height: int) -> np.ndarray:
+    w, h = -(-width * n // 8), -(-height * n // 8)
+    out = np.full((h, w, 3), 7, np.uint8)
+    dec.decode_into(data, out)
+    return out
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+def test_sample_photos_equal_simplejpeg_at_the_pipeline_scale(nj, images, threads):
+    dec = nj.JpegDecoder(threads)
+    for name, data in images.items():
+        if not data.startswith(b"\xff\xd8"):
+            continue
+        ref = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=247, min_height=247)
+        out = np.empty_like(ref)
+        for _ in range(3):  # the split moves as the decoder learns; the pixels must not
+            dec.decode_into(data, out)
+            assert np.array_equal(out, ref), (name, dec.stats())
+
+
+@pytest.mark.parametrize("subsampling", [0, 1, 2])  # 4:4:4, 4:2:2, 4:2:0
+@pytest.mark.parametrize("size", [(1283, 721), (1920, 1080), (641, 1203)])
+def test_every_scale_and_subsampling_is_bit_exact(nj, images, subsampling, size):
+    im = _photo(images, "cat_1080p.jpg").resize(size)
+    data = encode(im, "JPEG", quality=88, subsampling=subsampling)
+    dec = nj.JpegDecoder(3)
+    for n in range(1, 9):
+        assert np.array_equal(_native(dec, data, n, *size), _simplejpeg(data, n, *size)), n
+
+
+def test_a_720p_frame_is_split_and_the_parts_cover_every_row(nj, images):
+    dec = nj.JpegDecoder(2)
+    data = images["cat_720p.jpg"]
+    _native(dec, data, 3, 1280, 720)
+    st = dec.stats()
+    assert st["threads"] == 2 and st["split_calls"] == 1
+    parts = st["last_parts_ms"]
+    assert len(parts) == 2
+    assert parts[0][0] == 0 and parts[0][1] == parts[1][0] and parts[1][1] == 270
+    # Cut at whole iMCU rows: 4:2:0 at 3/8 is 6 output rows.
+    assert parts[0][1] % 6 == 0
+    assert all(ms > 0 for _, _, ms in parts)
+    for _ in range(20):
+        _native(dec, data, 3, 1280, 720)
+    assert 0.05 <= dec.stats()["skip_ratio"] <= 0.95
+
+
+def test_grey_restart_markers_and_odd_sizes(nj, images):
+    base = _photo(images, "kite_and_cold.jpg")
+    cases = {
+        "grey": encode(base.convert("L"), "JPEG", quality=90),
+        "tiny": encode(base.resize((9, 5)), "JPEG"),
+        "one-row": encode(base.resize((2000, 1)), "JPEG"),
+        "tall": encode(base.resize((37, 3001)), "JPEG"),
+    }
+    for name, data in cases.items():
+        im = Image.open(io.BytesIO(data))
+        for threads in (1, 2):
+            dec = nj.JpegDecoder(threads)
+            for n in (1, 3, 8):
+                got = _native(dec, data, n, *im.size)
+                assert np.array_equal(got, _simplejpeg(data, n, *im.size)), (name, threads, n)
+    # kite_and_cold.jpg and hot_dog.jpg carry restart markers (DRI).
+    for name in ("kite_and_cold.jpg", "hot_dog.jpg"):
+        data = images[name]
+        w, h = Image.open(io.BytesIO(data)).size
+        assert np.array_equal(_native(nj.JpegDecoder(2), data, 4, w, h), _simplejpeg(data, 4, w, h))
+
+
+def test_progressive_is_decoded_in_one_piece(nj, images):
+    data = encode(_photo(images), "JPEG", quality=85, progressive=True)
+    dec = nj.JpegDecoder(2)
+    assert np.array_equal(_native(dec, data, 3, 1280, 720), _simplejpeg(data, 3, 1280, 720))
+    assert dec.stats()["split_calls"] == 0
+
+
+def test_cmyk_is_left_to_another_decoder(nj, images):
+    data = encode(_photo(images, "hot_dog.jpg").convert("CMYK"), "JPEG")
+    with pytest.raises(NotImplementedError, match="CMYK"):
+        _native(nj.JpegDecoder(2), data, 8, 512, 384)
+
+
+def _corrupt(data: bytes, at: float) -> bytes:
+    """Garbage bytes (no 0xFF, so no marker) over 2% of the entropy data at ``at``."""
+    sos = data.index(b"\xff\xda")
+    i = sos + int((len(data) - sos) * at)
+    bad = bytes(np.random.default_rng(3).integers(0, 0xFE, 2000, dtype=np.uint8))
+    return data[:i] + bad + data[i + len(bad):]
+
+
+@pytest.mark.parametrize("where", ["truncated top", "truncated bottom", "garbage top", "garbage bottom"])
+def test_broken_data_in_any_part_is_an_error_and_the_decoder_carries_on(nj, images, where):
+    data = images["cat_720p.jpg"]
+    at = 0.2 if where.endswith("top") else 0.9
+    bad = data[: int(len(data) * at)] if where.startswith("truncated") else _corrupt(data, at)
+    dec = nj.JpegDecoder(2)
+    with pytest.raises(ValueError) as err:
+        _native(dec, bad, 3, 1280, 720)
+    assert "\n" not in str(err.value) and str(err.value)
+    assert np.array_equal(_native(dec, data, 3, 1280, 720), _simplejpeg(data, 3, 1280, 720))
+
+
+def test_bad_arguments(nj, images):
+    dec = nj.JpegDecoder(2)
+    data = images["cat_720p.jpg"]
+    with pytest.raises(ValueError, match="no n/8 scale"):
+        dec.decode_into(data, np.empty((100, 100, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        dec.decode_into(data, np.empty((270, 480, 3), np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        dec.decode_into(data, np.empty((270, 480, 4), np.uint8))
+    with pytest.raises((TypeError, ValueError, BufferError)):
+        dec.decode_into(data, np.empty((270, 480, 3), np.uint8)[:, ::2])
+    ro = np.empty((270, 480, 3), np.uint8)
+    ro.flags.writeable = False
+    with pytest.raises((TypeError, ValueError, BufferError)):
+        dec.decode_into(data, ro)
+    with pytest.raises(TypeError):
+        dec.decode_into("not bytes", np.empty((270, 480, 3), np.uint8))
+    with pytest.raises(TypeError):
+        dec.decode_into(data)
+    with pytest.raises(ValueError):
+        dec.decode_into(b"\xff\xd8\xff\xe0 not really", np.empty((270, 480, 3), np.uint8))
+    with pytest.raises(ValueError):
+        nj.JpegDecoder(0)
+    with pytest.raises(ValueError):
+        nj.JpegDecoder(nj.MAX_THREADS + 1)
+    assert dec.stats()["threads"] == 2
+
+
+def test_callers_on_many_threads_get_their_own_frames(nj, images):
+    """One decoder shared by threads: whoever finds the helpers busy decodes in one piece."""
+    dec = nj.JpegDecoder(2)
+    frames = {name: images[name] for name in ("cat_720p.jpg", "cat_1080p.jpg", "kite_and_cold.jpg")}
+    refs = {name: simplejpeg.decode_jpeg(d, colorspace="RGB", min_width=247, min_height=247)
+            for name, d in frames.items()}
+    errors = []
+
+    def work(name):
+        out = np.empty_like(refs[name])
+        for _ in range(15):
+            dec.decode_into(frames[name], out)
+            if not np.array_equal(out, refs[name]):
+                errors.append(name)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in frames for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert dec.stats()["calls"] == 6 * 15
+
+
+def test_freeing_a_decoder_stops_its_helpers(nj, images):
+    before = threading.active_count()
+    native_threads = len(os.listdir("/proc/self/task"))
+    for _ in range(20):
+        dec = nj.JpegDecoder(4)
+        _native(dec, images["cat_720p.jpg"], 3, 1280, 720)
+        del dec
+    assert len(os.listdir("/proc/self/task")) == native_threads
+    assert threading.active_count() == before
+
+
+def test_pyai_decode_with_the_splitter_equals_simplejpeg(nj, images):
+    splitter = jpeg_splitter(2)
+    assert splitter is not None and jpeg_splitter(1) is None
+    for name, data in images.items():
+        a = decode(data, (247, 247), reuse=True, splitter=splitter).copy()
+        b = decode(data, (247, 247), reuse=False)
+        assert np.array_equal(a, b), name
+        if data.startswith(b"\xff\xd8"):
+            w, h = Image.open(io.BytesIO(data)).size
+            assert a.shape[1::-1] == jpeg_scaled_size(w, h, 247, 247)
+
+
+def test_classifier_answers_the_same_with_and_without_the_split(nj, models_dir, labels_path, images):
+    from pyai import Classifier
+
+    from .conftest import TINY_MODEL
+
+    with Classifier(model=str(models_dir / TINY_MODEL), labels=str(labels_path), decode_threads=2) as split, \
+            Classifier(model=str(models_dir / TINY_MODEL), labels=str(labels_path), decode_threads=1) as whole:
+        assert split.describe()["jpeg_decoder"] == "native_jpeg, 2 threads"
+        assert whole.describe()["jpeg_decoder"] == "simplejpeg"
+        for name, data in images.items():
+            assert split.label(data) == whole.label(data), name
+        assert split.splitter.stats()["split_calls"] > 0
