@@ -271,6 +271,9 @@ def compose(stages: Dict[str, Any], e2e: Dict[str, Any]) -> Dict[str, Any]:
             fr["floor_sum"] = sum_stats([fr["transport"], st["floor_decode"], st["invoke"]])
             fr["floor_sum"]["parts_p50"] = {"transport": fr["transport"]["p50"],
                                             "decode": st["floor_decode"]["p50"], "invoke": st["invoke"]["p50"]}
+            # The same sum with pyai's own decode (rows split over decode_threads):
+            # what is left above it is pyai's glue, resize and post-processing.
+            fr["floor_sum"]["with_pyai_decode_p50"] = fr["transport"]["p50"] + st["decode"]["p50"] + st["invoke"]["p50"]
         base = fr.get("baseline", {}).get("p50")
         floor = fr.get("floor_sum", {}).get("p50")
         for key, row in fr.items():
@@ -423,6 +426,10 @@ def print_report(res: Dict[str, Any]) -> None:
             p = fs["parts_p50"]
             log(f"  (floor parts, p50: transport {p['transport']:.2f} + decode {p['decode']:.2f} + invoke {p['invoke']:.2f} ms;"
                 f" floor p90/p99 are sums of the parts' p90/p99)")
+            split_floor = fs.get("with_pyai_decode_p50")
+            if split_floor and rows.get("pyai"):
+                log(f"  (the same sum with pyai's decode, {m.get('jpeg_decoder', 'simplejpeg')}: "
+                    f"{split_floor:.2f} ms; pyai is {rows['pyai']['p50'] / split_floor:.2f}x of that)")
     log("")
     log("pyai's path, stage by stage (in-process p50, ms, plugin's interpreter)")
     split = res["stage_split"]

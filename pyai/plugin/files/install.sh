@@ -36,6 +36,12 @@ fi
 # The C resize is optional: without a compiler the NumPy path gives the same answers.
 if [ "${PYAI_NO_NATIVE:-0}" != "1" ] && pip_install ./native_preproc; then
   echo "pyai: native_preproc built"
+  # Built beside it only where libjpeg-turbo's headers are installed.
+  if "$PY" -c 'import native_jpeg' 2>/dev/null; then
+    echo "pyai: native_jpeg built (a JPEG frame is decoded on several cores)"
+  else
+    echo "pyai: native_jpeg not built (no libjpeg-turbo headers; e.g. apt install libjpeg62-turbo-dev, then reinstall); JPEG frames decode on one core with simplejpeg"
+  fi
 else
   echo "pyai: native_preproc not built; using the NumPy resize (same results, slower)"
 fi
