@@ -74,7 +74,10 @@ typedef struct {
     int last;   /* read to the end of the data (trailing corruption) */
     /* out */
     int status;
-    double seconds;
+    double seconds;    /* decoding (part_run) */
+    double dispatched; /* when the caller handed the part to a helper */
+    double waited;     /* from then to the helper's start: its wake-up */
+    double finished;   /* from then to the part's end */
     err_mgr err;
     /* the decompressor, opened (header read) by part_open */
     struct jpeg_decompress_struct c;
@@ -163,6 +166,8 @@ part_run(part_t *p)
     p->status = PART_OK;
 out:
     p->seconds = now_s() - t0;
+    if (p->dispatched > 0.0)
+        p->finished = now_s() - p->dispatched;
     jpeg_destroy_decompress(&p->c);
     p->opened = 0;
 }
@@ -192,6 +197,7 @@ typedef struct {
     int last_n;                      /* the last split decode's parts */
     int last_rows[MAX_PARTS + 1];
     double last_seconds[MAX_PARTS];
+    double last_waited[MAX_PARTS];
 } Decoder;
 
 typedef struct {
@@ -214,8 +220,10 @@ helper_main(void *arg)
             break;
         seen = d->generation;
         if (a.index < d->nparts) {
+            part_t *p = &d->parts[a.index];
             pthread_mutex_unlock(&d->mu);
-            part_decode(&d->parts[a.index]);
+            p->waited = now_s() - p->dispatched;
+            part_decode(p);
             pthread_mutex_lock(&d->mu);
             if (--d->pending == 0)
                 pthread_cond_signal(&d->done);
@@ -328,6 +336,9 @@ decode_split(Decoder *d, const unsigned char *data, size_t len, unsigned char *d
         }
         p0->r1 = r[1];
         p0->last = 0;
+        double t = now_s();
+        for (i = 1; i < n; i++)
+            d->parts[i].dispatched = t;
         pthread_mutex_lock(&d->mu);
         d->nparts = n;
         d->pending = n - 1;
@@ -353,11 +364,14 @@ decode_split(Decoder *d, const unsigned char *data, size_t len, unsigned char *d
     }
     if (status == PART_OK && n > 1) {
         /* Part 0 only decodes: its rate is the decode cost of a row.  The last
-           part skips r[n-1] rows and decodes the rest: what is left of its time
-           is the skip cost.  Smoothed, since a preempted part says little. */
+           part skips r[n-1] rows and decodes the rest: what is left of its time,
+           counted from the hand-off, is the skip cost, and with it the helper's
+           wake-up (a VM's idle vCPU can take a millisecond to come back), so the
+           cut balances when the parts end.  Smoothed: a preempted part says
+           little. */
         part_t *pl = &d->parts[n - 1];
         double f = p0->seconds / (double)r[1];
-        double s = (pl->seconds - f * (double)(out_h - r[n - 1])) / (double)r[n - 1];
+        double s = (pl->finished - f * (double)(out_h - r[n - 1])) / (double)r[n - 1];
         double e = f > 0.0 ? s / f : d->skip_ratio;
         if (e < 0.05)
             e = 0.05;
@@ -369,8 +383,10 @@ decode_split(Decoder *d, const unsigned char *data, size_t len, unsigned char *d
         d->last_n = n;
         for (i = 0; i <= n; i++)
             d->last_rows[i] = i == 0 ? 0 : (i == n ? out_h : r[i]);
-        for (i = 0; i < n; i++)
+        for (i = 0; i < n; i++) {
             d->last_seconds[i] = (i == 0 ? p0 : &d->parts[i])->seconds;
+            d->last_waited[i] = i == 0 ? 0.0 : d->parts[i].waited;
+        }
     }
 out:
     d->calls++;
@@ -514,8 +530,9 @@ PyDoc_STRVAR(stats_doc,
 "\n"
 "Counters: calls, split_calls (in more than one part), busy_calls (another\n"
 "thread held the helpers, so one piece), skip_ratio (learnt cost of skipping\n"
-"a row relative to decoding it), threads, last_parts_ms (rows from, rows to,\n"
-"milliseconds of each part of the last decode).");
+"a row relative to decoding it, the helpers' wake-up included), threads,\n"
+"last_parts_ms (first row, end row, decoding ms, ms the helper took to start,\n"
+"of each part of the last decode).");
 
 static PyObject *
 Decoder_stats(Decoder *d, PyObject *Py_UNUSED(ignored))
@@ -525,7 +542,8 @@ Decoder_stats(Decoder *d, PyObject *Py_UNUSED(ignored))
     if (parts == NULL)
         return NULL;
     for (i = 0; i < d->last_n; i++) {
-        PyObject *t = Py_BuildValue("(iid)", d->last_rows[i], d->last_rows[i + 1], d->last_seconds[i] * 1e3);
+        PyObject *t = Py_BuildValue("(iidd)", d->last_rows[i], d->last_rows[i + 1], d->last_seconds[i] * 1e3,
+                                    d->last_waited[i] * 1e3);
         if (t == NULL || PyList_Append(parts, t) < 0) {
             Py_XDECREF(t);
             Py_DECREF(parts);

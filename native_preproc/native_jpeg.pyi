@@ -12,7 +12,7 @@ class DecoderStats(TypedDict):
     busy_calls: int
     skip_ratio: float
     threads: int
-    last_parts_ms: list[tuple[int, int, float]]
+    last_parts_ms: list[tuple[int, int, float, float]]
 
 
 class JpegDecoder:
@@ -77,8 +77,10 @@ class JpegDecoder:
         Counters since creation: calls; split_calls (decoded in more
         than one part); busy_calls (decoded in one piece because another
         thread held the helpers); skip_ratio (learnt cost of skipping a
-        row relative to decoding it, 0.5 before the first split);
+        row relative to decoding it, 0.5 before the first split, with
+        the helpers' wake-up counted in, so the parts end together);
         threads (the caller's + helpers that started); last_parts_ms
-        ((first row, end row, milliseconds) of each part of the last
-        decode).
+        ((first row, end row, decoding ms, ms the helper took to start
+        after the hand-off, 0 for the caller's part) of each part of the
+        last decode).
         """

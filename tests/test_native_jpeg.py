@@ -84,7 +84,7 @@ def test_a_720p_frame_is_split_and_the_parts_cover_every_row(nj, images):
     assert parts[0][0] == 0 and parts[0][1] == parts[1][0] and parts[1][1] == 270
     # Cut at whole iMCU rows: 4:2:0 at 3/8 is 6 output rows.
     assert parts[0][1] % 6 == 0
-    assert all(ms > 0 for _, _, ms in parts)
+    assert all(ms > 0 and waited >= 0 for _, _, ms, waited in parts) and parts[0][3] == 0
     for _ in range(20):
         _native(dec, data, 3, 1280, 720)
     assert 0.05 <= dec.stats()["skip_ratio"] <= 0.95

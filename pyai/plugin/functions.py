@@ -137,7 +137,10 @@ class PyaiStats:
     def exec(self, args: List[Any]) -> Any:
         clf = self.holder.get()
         # clf.stats() does not start the engine: {} until labelImages has run.
-        return {"model": clf.describe(), "engine": clf.stats()}
+        out = {"model": clf.describe(), "engine": clf.stats()}
+        if clf.splitter is not None:
+            out["jpeg"] = clf.splitter.stats()
+        return out
 
 
 def build_functions(holder: ClassifierHolder) -> Dict[str, Callable[[], Function]]:
