@@ -54,9 +54,9 @@ class Classifier:
 
     # -- stages, usable one by one (the engine and the bench call them) --------
 
-    def decode(self, image: ImageInput, reuse: bool = False) -> np.ndarray:
-        """Stages 1-2: caller's input (raw bytes or base64 text) -> RGB frame (``reuse`` as below)."""
-        return self.decode_bytes(to_bytes(image, self.config.max_encoded_bytes), reuse)
+    def decode(self, image: ImageInput, reuse: bool = False, split: bool = False) -> np.ndarray:
+        """Stages 1-2: caller's input (raw bytes or base64 text) -> RGB frame (``reuse``, ``split`` as below)."""
+        return self.decode_bytes(to_bytes(image, self.config.max_encoded_bytes), reuse, split)
 
     def decode_bytes(self, data: bytes | memoryview, reuse: bool = False, split: bool = False) -> np.ndarray:
         """Stage 2: encoded image bytes -> RGB frame at least the model's input size.
@@ -64,7 +64,8 @@ class Classifier:
         ``reuse`` decodes into a per-thread scratch buffer: the frame is then only
         valid until this thread's next ``reuse`` decode (fine for decode-then-fill).
         ``split`` decodes a JPEG on ``decode_threads`` cores (same pixels); the
-        batching engine, which decodes several frames at once, does not ask for it.
+        batching engine asks for it only for a lone frame (a window's frames are
+        already decoded in parallel, one per core).
         """
         return decode(data, self.decode_size, self.limits, reuse, self.splitter if split else None)
 

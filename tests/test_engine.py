@@ -213,9 +213,9 @@ def test_cancelled_future_is_skipped(tiny_classifier, images):
         gate = threading.Event()
         orig = tiny_classifier.decode
 
-        def slow_decode(image, reuse=False):
+        def slow_decode(image, reuse=False, split=False):
             gate.wait(10)
-            return orig(image, reuse)
+            return orig(image, reuse, split)
 
         eng._clf = _Proxy(tiny_classifier, decode=slow_decode)
         first = eng.submit(images["cat_720p.jpg"])  # direct, held in decode by the gate
@@ -252,12 +252,12 @@ def test_unexpected_decoder_and_resize_errors_fail_only_their_frame(tiny_classif
 
     odd = np.zeros((33, 31, 3), np.uint8)  # a frame size only resize_boom decodes to
 
-    def decode(image, reuse=False):
+    def decode(image, reuse=False, split=False):
         if image == boom:
             raise RuntimeError("decoder bug")
         if image == resize_boom:
             return odd
-        return orig_decode(image, reuse)
+        return orig_decode(image, reuse, split)
 
     def fill(frame, slot):
         if frame.shape == odd.shape:
@@ -371,14 +371,14 @@ def test_helping_inference_thread_never_waits_for_a_slot(tiny_classifier, images
     orig = tiny_classifier.decode
     eng = Engine(tiny_classifier, batch_mode="native", workers=2, max_batch=2, max_queue_delay_ms=1000)
 
-    def decode(image, reuse=False):
+    def decode(image, reuse=False, split=False):
         if threading.current_thread().name == "pyai-infer":
             deadline = time.monotonic() + 5
             while not eng._free.empty() and time.monotonic() < deadline:
                 time.sleep(0.001)
         else:
             time.sleep(0.02)
-        return orig(image, reuse)
+        return orig(image, reuse, split)
 
     eng._clf = _Proxy(tiny_classifier, decode=decode)
     frames = [images["bird.bmp"]] * 20
@@ -398,13 +398,13 @@ def test_close_while_the_inference_thread_helps_loses_nothing(tiny_classifier, i
     a, b, c = images["cat_720p.jpg"], images["parrot.jpg"], images["hot_dog.jpg"]
     orig = tiny_classifier.decode
 
-    def decode(image, reuse=False):
+    def decode(image, reuse=False, split=False):
         infer = threading.current_thread().name == "pyai-infer"
         if image is b and not infer:
             time.sleep(0.2)
         if image is c and infer:
             time.sleep(0.5)
-        return orig(image, reuse)
+        return orig(image, reuse, split)
 
     eng = Engine(tiny_classifier, batch_mode="native", workers=1, max_batch=8, max_queue_delay_ms=1000)
     eng._clf = _Proxy(tiny_classifier, decode=decode)
