@@ -260,6 +260,22 @@ split_rows(int h, int n, double e, int align, int *r)
     r[n] = h;
 }
 
+/* A part of one decode: rows [r0, r1) of the frame in data, into dst. */
+static void
+part_init(part_t *p, const unsigned char *data, size_t len, unsigned char *dst, int out_w, int out_h,
+          int r0, int r1, int last)
+{
+    memset(p, 0, sizeof(*p));
+    p->data = data;
+    p->len = len;
+    p->dst = dst;
+    p->out_w = out_w;
+    p->out_h = out_h;
+    p->r0 = r0;
+    p->r1 = r1;
+    p->last = last;
+}
+
 static int
 scale_for(int width, int height, int out_w, int out_h)
 {
@@ -282,14 +298,7 @@ decode_split(Decoder *d, const unsigned char *data, size_t len, unsigned char *d
 
     if (have)
         p0 = &d->parts[0];
-    memset(p0, 0, sizeof(*p0));
-    p0->data = data;
-    p0->len = len;
-    p0->dst = dst;
-    p0->out_w = out_w;
-    p0->out_h = out_h;
-    p0->last = 1;
-    p0->r1 = out_h;
+    part_init(p0, data, len, dst, out_w, out_h, 0, out_h, 1);
     if (part_open(p0) < 0) {
         status = p0->status;
         snprintf(msg, msg_size, "%s", p0->err.msg);
@@ -322,17 +331,8 @@ decode_split(Decoder *d, const unsigned char *data, size_t len, unsigned char *d
     }
     if (n > 1) {
         for (i = 1; i < n; i++) {
-            part_t *p = &d->parts[i];
-            memset(p, 0, sizeof(*p));
-            p->data = data;
-            p->len = len;
-            p->dst = dst;
-            p->out_w = out_w;
-            p->out_h = out_h;
-            p->scale_num = scale;
-            p->r0 = r[i];
-            p->r1 = r[i + 1];
-            p->last = (i == n - 1);
+            part_init(&d->parts[i], data, len, dst, out_w, out_h, r[i], r[i + 1], i == n - 1);
+            d->parts[i].scale_num = scale;
         }
         p0->r1 = r[1];
         p0->last = 0;
@@ -362,6 +362,10 @@ decode_split(Decoder *d, const unsigned char *data, size_t len, unsigned char *d
             break;
         }
     }
+    /* What stats() reads is written under mu: a caller that found the helpers
+       busy runs this concurrently (the counters), and stats() may come from
+       any thread. */
+    pthread_mutex_lock(&d->mu);
     if (status == PART_OK && n > 1) {
         /* Part 0 only decodes: its rate is the decode cost of a row.  The last
            part skips r[n-1] rows and decodes the rest: what is left of its time,
@@ -388,13 +392,16 @@ decode_split(Decoder *d, const unsigned char *data, size_t len, unsigned char *d
             d->last_waited[i] = i == 0 ? 0.0 : d->parts[i].waited;
         }
     }
+    pthread_mutex_unlock(&d->mu);
 out:
+    pthread_mutex_lock(&d->mu);
     d->calls++;
     if (n > 1)
         d->split_calls++;
     if (!have)
         d->busy_calls++;
-    else
+    pthread_mutex_unlock(&d->mu);
+    if (have)
         pthread_mutex_unlock(&d->busy);
     return status;
 }
@@ -537,13 +544,26 @@ PyDoc_STRVAR(stats_doc,
 static PyObject *
 Decoder_stats(Decoder *d, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *parts = PyList_New(0), *out;
-    int i;
+    PyObject *parts, *out;
+    int i, n, rows[MAX_PARTS + 1];
+    double seconds[MAX_PARTS], waited[MAX_PARTS], skip_ratio;
+    unsigned long long calls, split_calls, busy_calls;
+
+    pthread_mutex_lock(&d->mu);
+    n = d->last_n;
+    memcpy(rows, d->last_rows, sizeof(rows));
+    memcpy(seconds, d->last_seconds, sizeof(seconds));
+    memcpy(waited, d->last_waited, sizeof(waited));
+    skip_ratio = d->skip_ratio;
+    calls = d->calls;
+    split_calls = d->split_calls;
+    busy_calls = d->busy_calls;
+    pthread_mutex_unlock(&d->mu);
+    parts = PyList_New(0);
     if (parts == NULL)
         return NULL;
-    for (i = 0; i < d->last_n; i++) {
-        PyObject *t = Py_BuildValue("(iidd)", d->last_rows[i], d->last_rows[i + 1], d->last_seconds[i] * 1e3,
-                                    d->last_waited[i] * 1e3);
+    for (i = 0; i < n; i++) {
+        PyObject *t = Py_BuildValue("(iidd)", rows[i], rows[i + 1], seconds[i] * 1e3, waited[i] * 1e3);
         if (t == NULL || PyList_Append(parts, t) < 0) {
             Py_XDECREF(t);
             Py_DECREF(parts);
@@ -551,8 +571,8 @@ Decoder_stats(Decoder *d, PyObject *Py_UNUSED(ignored))
         }
         Py_DECREF(t);
     }
-    out = Py_BuildValue("{s:K,s:K,s:K,s:d,s:i,s:N}", "calls", d->calls, "split_calls", d->split_calls,
-                        "busy_calls", d->busy_calls, "skip_ratio", d->skip_ratio,
+    out = Py_BuildValue("{s:K,s:K,s:K,s:d,s:i,s:N}", "calls", calls, "split_calls", split_calls,
+                        "busy_calls", busy_calls, "skip_ratio", skip_ratio,
                         "threads", d->started + 1, "last_parts_ms", parts);
     return out;
 }

@@ -101,4 +101,34 @@ if [ "$status" -ne 0 ]; then
     echo "sanitize.sh: FAILED: pytest exited with $status (a sanitizer abort shows above)" >&2
     exit "$status"
 fi
+echo "sanitize.sh: ASan+UBSan OK, no reports" >&2
+
+# native_jpeg hands one frame's parts to helper threads: ThreadSanitizer over
+# its tests (in its own build: TSan and ASan do not mix). The classifier test
+# is left out: LiteRT's threads are not instrumented. The ASan build of
+# native_preproc stays off the path (pyai resizes with NumPy here).
+if [ ${#jpeg_tests[@]} -gt 0 ]; then
+    LIBTSAN=$(gcc -print-file-name=libtsan.so)
+    if [ ! -e "$LIBTSAN" ]; then
+        echo "sanitize.sh: error: gcc has no libtsan.so ($LIBTSAN)" >&2
+        exit 1
+    fi
+    mkdir -p "$WORK/tsan"
+    echo "sanitize.sh: building native_jpeg with TSan in $WORK/tsan" >&2
+    gcc -O1 -g -fsanitize=thread -fno-omit-frame-pointer -fPIC -shared \
+        $("$PYTHON" -c 'import sysconfig; print("-I" + sysconfig.get_paths()["include"])') \
+        -o "$WORK/tsan/native_jpeg$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')" \
+        "$HERE/native_jpeg.c" -ljpeg -lpthread
+    set +e
+    LD_PRELOAD="$LIBTSAN" TSAN_OPTIONS="halt_on_error=1:exitcode=66" PYTHONPATH="$WORK/tsan" \
+        "$PYTHON" -m pytest tests/test_native_jpeg.py -k "not classifier" -p no:cacheprovider --capture=sys -q \
+        2>&1 | tee "$WORK/tsan.log"
+    status=${PIPESTATUS[0]}
+    set -e
+    if grep -q 'ThreadSanitizer' "$WORK/tsan.log" || [ "$status" -ne 0 ]; then
+        echo "sanitize.sh: FAILED: ThreadSanitizer report or test failure above (status $status)" >&2
+        exit 1
+    fi
+    echo "sanitize.sh: TSan OK, no reports" >&2
+fi
 echo "sanitize.sh: OK, no sanitizer reports" >&2

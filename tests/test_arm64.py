@@ -24,13 +24,24 @@ def test_plugin_process_is_aarch64(host):
     assert reply.state, reply.result
     assert reply.result["model"]["machine"] == "aarch64"
     assert reply.result["model"]["resize"] == "native"
+    # setup.sh cross-builds native_jpeg against the root's libjpeg-turbo.
+    assert reply.result["model"]["jpeg_decoder"] == "native_jpeg, 2 threads"
 
 
-def test_c_resize_agrees_with_numpy_on_aarch64():
+def _run_emulated(script: str, timeout: float) -> None:
+    """One of tests/arm64/check_*.py under the emulated python; it must pass on aarch64."""
     res = subprocess.run(
-        shlex.split(LAUNCHER) + [str(REPO / "tests" / "arm64" / "check_resize.py")],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600,
+        shlex.split(LAUNCHER) + [str(REPO / "tests" / "arm64" / script)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=timeout,
     )
     print(res.stdout)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "machine: aarch64" in res.stdout
+
+
+def test_c_resize_agrees_with_numpy_on_aarch64():
+    _run_emulated("check_resize.py", 600)
+
+
+def test_split_jpeg_decode_equals_simplejpeg_on_aarch64():
+    _run_emulated("check_jpeg.py", 900)

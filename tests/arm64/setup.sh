@@ -25,14 +25,16 @@ MIRROR="${PYAI_ARM64_MIRROR:-http://deb.debian.org/debian}"
 HOST_PYTHON="${PYAI_ARM64_HOST_PYTHON:-python3}"
 # Packages pulled into the emulated root (with their dependencies).
 # libpython3.11-dev and libc6-dev bring the arm64 headers, pyconfig.h and crt
-# files: the root is the sysroot for cross-compiling.
-ROOT_PKGS="python3,libatomic1,libpython3.11-dev,libc6-dev"
+# files: the root is the sysroot for cross-compiling; libjpeg62-turbo-dev the
+# headers and library native_jpeg is built against (and loads at run time).
+ROOT_PKGS="python3,libatomic1,libpython3.11-dev,libc6-dev,libjpeg62-turbo-dev"
 ROOT_VERSION="1:$SUITE:$ROOT_PKGS"     # bump to force a rebuild of the root
 MARKER="$ROOT/.pyai-arm64-root"         # written first: this dir is ours
 ROOT_STAMP="$ROOT/.stamp-root"
 SITE="$ROOT/site"
 SITE_STAMP="$ROOT/.stamp-site"
 EXT_NAME="native_preproc.cpython-311-aarch64-linux-gnu.so"
+JPEG_EXT_NAME="native_jpeg.cpython-311-aarch64-linux-gnu.so"
 EXT_STAMP="$ROOT/.stamp-native"
 T0=$(date +%s)
 
@@ -175,7 +177,10 @@ if [ -n "$NATIVE_DIR" ] && [ -f "$NATIVE_DIR/native_preproc.c" ]; then
     shopt -s nullglob
     hdrs=("$(dirname "$SRC")"/*.h)
     shopt -u nullglob
-    want_ext="$(sha "$SRC" "${hdrs[@]}")-$(echo "$CC $CFLAGS" | sha256sum | cut -c1-12)"
+    JPEG_SRC="$(dirname "$SRC")/native_jpeg.c"
+    jpeg_srcs=()
+    [ -f "$JPEG_SRC" ] && jpeg_srcs=("$JPEG_SRC")
+    want_ext="$(sha "$SRC" "${jpeg_srcs[@]}" "${hdrs[@]}")-$(echo "$CC $CFLAGS" | sha256sum | cut -c1-12)"
     if [ ! -f "$EXT_STAMP" ] || [ "$(cat "$EXT_STAMP")" != "$want_ext" ] || [ ! -f "$SITE/$EXT_NAME" ]; then
         command -v "$CC" >/dev/null 2>&1 || die "cross compiler $CC not found"
         log "cross-compiling $SRC"
@@ -186,16 +191,28 @@ if [ -n "$NATIVE_DIR" ] && [ -f "$NATIVE_DIR/native_preproc.c" ]; then
             -o "$SITE/$EXT_NAME.tmp" "$SRC" > "$ROOT/.cc.log" 2>&1 \
             || { cat "$ROOT/.cc.log" >&2; die "cross-compiling native_preproc failed"; }
         mv "$SITE/$EXT_NAME.tmp" "$SITE/$EXT_NAME"
-        rm -f "$EXT_STAMP"
+        rm -f "$EXT_STAMP" "$SITE/$JPEG_EXT_NAME"
         ( cd "$ROOT" && QEMU_CPU=cortex-a72 PYTHONPATH="$SITE" PYTHONNOUSERSITE=1 \
             qemu-aarch64-static -L "$ROOT" "$ROOT/usr/bin/python3.11" -c 'import native_preproc' ) \
             || { rm -f "$SITE/$EXT_NAME"; die "the cross-built native_preproc does not import under the emulated python"; }
+        if [ ${#jpeg_srcs[@]} -gt 0 ]; then
+            log "cross-compiling $JPEG_SRC"
+            # shellcheck disable=SC2086
+            "$CC" $CFLAGS -shared -fPIC -Wall --sysroot="$ROOT" \
+                -I"$ROOT/usr/include/python3.11" -I"$ROOT/usr/include/aarch64-linux-gnu" \
+                -o "$SITE/$JPEG_EXT_NAME.tmp" "$JPEG_SRC" -ljpeg -lpthread > "$ROOT/.cc.log" 2>&1 \
+                || { cat "$ROOT/.cc.log" >&2; die "cross-compiling native_jpeg failed"; }
+            mv "$SITE/$JPEG_EXT_NAME.tmp" "$SITE/$JPEG_EXT_NAME"
+            ( cd "$ROOT" && QEMU_CPU=cortex-a72 PYTHONPATH="$SITE" PYTHONNOUSERSITE=1 \
+                qemu-aarch64-static -L "$ROOT" "$ROOT/usr/bin/python3.11" -c 'import native_jpeg' ) \
+                || { rm -f "$SITE/$JPEG_EXT_NAME"; die "the cross-built native_jpeg does not import under the emulated python"; }
+        fi
         echo "$want_ext" > "$EXT_STAMP"
     fi
 elif [ -n "$NATIVE_DIR" ]; then
     # the source dir was given but has no source (any more): drop a stale build
     log "no native_preproc.c in $NATIVE_DIR: skipping the native extension"
-    rm -f "$SITE/$EXT_NAME" "$EXT_STAMP"
+    rm -f "$SITE/$EXT_NAME" "$SITE/$JPEG_EXT_NAME" "$EXT_STAMP"
 fi
 
 # ------------------------------------------------------------------- summary
@@ -206,5 +223,6 @@ log "root:     $ROOT"
 log "python:   qemu-aarch64-static -L $ROOT $ROOT/usr/bin/python3.11 (QEMU_CPU=cortex-a72)"
 log "site:     $SITE"
 if [ -f "$SITE/$EXT_NAME" ]; then log "native:   $SITE/$EXT_NAME"; else log "native:   (not built)"; fi
+if [ -f "$SITE/$JPEG_EXT_NAME" ]; then log "jpeg:     $SITE/$JPEG_EXT_NAME"; else log "jpeg:     (not built)"; fi
 log "launcher: $(cd "$(dirname "$0")" && pwd)/python-arm64"
 log "done in $(( $(date +%s) - T0 )) s"
