@@ -51,6 +51,9 @@ class build_ext_with_stub(build_ext):
             print("native_preproc: libjpeg-turbo headers not found (or NATIVE_PREPROC_JPEG=0): "
                   "building without native_jpeg")
             self.extensions = [e for e in self.extensions if e.name != "native_jpeg"]
+            # A native_jpeg left in build/ by an earlier build must not ship.
+            for stale in Path(self.build_lib).glob("native_jpeg*"):
+                stale.unlink()
         super().build_extensions()
 
     def _have_libjpeg(self) -> bool:
@@ -71,8 +74,10 @@ class build_ext_with_stub(build_ext):
     def run(self) -> None:
         super().run()
         if not self.inplace:
+            built = {e.name for e in self.extensions}
             for stub in STUBS:
-                self.copy_file(str(HERE / stub), os.path.join(self.build_lib, stub))
+                if Path(stub).stem in built:
+                    self.copy_file(str(HERE / stub), os.path.join(self.build_lib, stub))
 
 
 class sdist_with_stub(sdist):
