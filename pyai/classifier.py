@@ -138,10 +138,12 @@ class Classifier:
         return self._engine.stats() if self._engine is not None else {}
 
     def close(self) -> None:
-        """Finish every accepted frame, then stop the engine's threads."""
+        """Finish every accepted frame, then stop the engine's threads and the
+        split decoder's helpers (later calls decode in one piece)."""
         with self._engine_lock:
             if self._engine is not None:
                 self._engine.close()
+        self.splitter = None
 
     def __enter__(self) -> "Classifier":
         return self

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
 import struct
 import threading
@@ -40,6 +39,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .errors import BadInput
+from .resize import _env_flag
 
 try:
     import simplejpeg
@@ -49,7 +49,7 @@ except ImportError:  # pragma: no cover - exercised on boxes without the wheel
 try:
     # Built beside native_preproc where libjpeg-turbo's headers are installed;
     # PYAI_NO_NATIVE (a box without a compiler) leaves it out like the C resize.
-    if os.environ.get("PYAI_NO_NATIVE", "").strip().lower() in ("1", "true", "yes", "on"):
+    if _env_flag("PYAI_NO_NATIVE"):
         raise ImportError("PYAI_NO_NATIVE is set")
     import native_jpeg
 except ImportError:

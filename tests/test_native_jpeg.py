@@ -19,16 +19,16 @@ from PIL import Image
 
 from pyai.decode import decode, jpeg_scaled_size, jpeg_splitter
 
-from .conftest import encode
+from .conftest import encode, env_flag
 
 
 @pytest.fixture(scope="module")
 def nj() -> ModuleType:
-    if os.environ.get("PYAI_REQUIRE_NATIVE_JPEG", "").strip().lower() in ("1", "true", "yes", "on"):
+    if env_flag("PYAI_REQUIRE_NATIVE_JPEG"):
         import native_jpeg  # an ImportError fails the test, as asked
     else:
         native_jpeg = pytest.importorskip("native_jpeg")
-    if os.environ.get("PYAI_NO_NATIVE", "").strip().lower() in ("1", "true", "yes", "on"):
+    if env_flag("PYAI_NO_NATIVE"):
         pytest.skip("PYAI_NO_NATIVE is set")
     return native_jpeg
 

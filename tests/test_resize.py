@@ -24,6 +24,8 @@ from PIL import Image
 
 from pyai import resize as R
 
+from .conftest import env_flag as _flag
+
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO.parent / "shared" / "images"
 PHOTOS = (
@@ -34,10 +36,6 @@ PHOTOS = (
 
 Resize = Callable[..., None]
 OUT_DTYPES = [np.uint8, np.int8, np.float32]
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @pytest.fixture(scope="module")
