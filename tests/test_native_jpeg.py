@@ -239,3 +239,44 @@ def test_classifier_answers_the_same_with_and_without_the_split(nj, models_dir, 
         for name, data in images.items():
             assert split.label(data) == whole.label(data), name
         assert split.splitter.stats()["split_calls"] > 0
+
+
+def test_mutated_frames_fail_or_decode_exactly_as_simplejpeg(nj, images):
+    """Differential: 400 damaged 720p frames (bytes changed in the entropy data or the
+    headers, cut short, garbage spliced in). Wherever strict simplejpeg decodes, the
+    split decode gives its pixels; wherever it refuses, so does the split decode."""
+    data = images["cat_720p.jpg"]
+    sos = data.index(b"\xff\xda")
+    rng = np.random.default_rng(7)
+    dec = nj.JpegDecoder(2)
+    outcomes = {"decoded": 0, "refused": 0}
+    for it in range(400):
+        b = bytearray(data)
+        kind = it % 4
+        if kind == 0:
+            for _ in range(int(rng.integers(1, 6))):
+                b[int(rng.integers(sos + 20, len(b) - 2))] = int(rng.integers(0, 256))
+        elif kind == 1:
+            b = b[: int(rng.integers(sos + 20, len(b) - 2))] + b"\xff\xd9"
+        elif kind == 2:
+            i = int(rng.integers(sos + 20, len(b) - 2))
+            b = b[:i] + bytes(rng.integers(0, 255, int(rng.integers(1, 50)), dtype=np.uint8)) + b[i:]
+        else:
+            b[int(rng.integers(2, sos + 10))] = int(rng.integers(0, 256))
+        frame = bytes(b)
+        try:
+            ref = simplejpeg.decode_jpeg(frame, colorspace="RGB", min_width=247, min_height=247, strict=True)
+        except ValueError:
+            ref = None
+        out = np.empty_like(ref) if ref is not None else np.empty((270, 480, 3), np.uint8)
+        try:
+            dec.decode_into(frame, out)
+            got = True
+        except (ValueError, NotImplementedError):
+            got = False
+        assert got == (ref is not None), (it, kind)
+        if got:
+            assert np.array_equal(out, ref), (it, kind)
+        outcomes["decoded" if got else "refused"] += 1
+    # Both outcomes must really occur, or the test would prove nothing.
+    assert outcomes["decoded"] > 50 and outcomes["refused"] > 50, outcomes
