@@ -576,7 +576,7 @@ def write_chart(res: Dict[str, Any], path: Path) -> Optional[str]:
         ax.axis("off")
     m = res["machine"]
     fig.suptitle(f"pyai bench: {m['arch']}{' (EMULATED)' if m['emulation']['emulated'] else ''}, {m['cpu']}, "
-                 f"{m['cores']} cores, Python {m['python']}, resize {m['resize_impl']}, {res['mode']} mode", fontsize=10)
+                 f"{m['cores']} cores, Python {m['python']}, resize {m['resize_impl']}, jpeg {m.get('jpeg_decoder', 'simplejpeg')}, {res['mode']} mode", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
