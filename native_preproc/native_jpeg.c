@@ -292,12 +292,12 @@ static int
 decode_split(Decoder *d, const unsigned char *data, size_t len, unsigned char *dst,
              int out_w, int out_h, char *msg, size_t msg_size)
 {
-    part_t local, *p0 = &local;
+    /* Without the helpers (another caller has them) the one part lives here. */
+    part_t local;
     int have = pthread_mutex_trylock(&d->busy) == 0;
+    part_t *parts = have ? d->parts : &local, *p0 = parts;
     int n = 1, i, scale, r[MAX_PARTS + 1], status;
 
-    if (have)
-        p0 = &d->parts[0];
     part_init(p0, data, len, dst, out_w, out_h, 0, out_h, 1);
     if (part_open(p0) < 0) {
         status = p0->status;
@@ -331,14 +331,14 @@ decode_split(Decoder *d, const unsigned char *data, size_t len, unsigned char *d
     }
     if (n > 1) {
         for (i = 1; i < n; i++) {
-            part_init(&d->parts[i], data, len, dst, out_w, out_h, r[i], r[i + 1], i == n - 1);
-            d->parts[i].scale_num = scale;
+            part_init(&parts[i], data, len, dst, out_w, out_h, r[i], r[i + 1], i == n - 1);
+            parts[i].scale_num = scale;
         }
         p0->r1 = r[1];
         p0->last = 0;
         double t = now_s();
         for (i = 1; i < n; i++)
-            d->parts[i].dispatched = t;
+            parts[i].dispatched = t;
         pthread_mutex_lock(&d->mu);
         d->nparts = n;
         d->pending = n - 1;
@@ -355,10 +355,9 @@ decode_split(Decoder *d, const unsigned char *data, size_t len, unsigned char *d
     }
     status = PART_OK;
     for (i = 0; i < n; i++) {
-        part_t *p = i == 0 ? p0 : &d->parts[i];
-        if (p->status != PART_OK) {
-            status = p->status;
-            snprintf(msg, msg_size, "%s", p->err.msg);
+        if (parts[i].status != PART_OK) {
+            status = parts[i].status;
+            snprintf(msg, msg_size, "%s", parts[i].err.msg);
             break;
         }
     }
@@ -373,7 +372,7 @@ decode_split(Decoder *d, const unsigned char *data, size_t len, unsigned char *d
            wake-up (a VM's idle vCPU can take a millisecond to come back), so the
            cut balances when the parts end.  Smoothed: a preempted part says
            little. */
-        part_t *pl = &d->parts[n - 1];
+        part_t *pl = &parts[n - 1];
         double f = p0->seconds / (double)r[1];
         double s = (pl->finished - f * (double)(out_h - r[n - 1])) / (double)r[n - 1];
         double e = f > 0.0 ? s / f : d->skip_ratio;
@@ -388,8 +387,8 @@ decode_split(Decoder *d, const unsigned char *data, size_t len, unsigned char *d
         for (i = 0; i <= n; i++)
             d->last_rows[i] = i == 0 ? 0 : (i == n ? out_h : r[i]);
         for (i = 0; i < n; i++) {
-            d->last_seconds[i] = (i == 0 ? p0 : &d->parts[i])->seconds;
-            d->last_waited[i] = i == 0 ? 0.0 : d->parts[i].waited;
+            d->last_seconds[i] = parts[i].seconds;
+            d->last_waited[i] = parts[i].waited; /* 0 for the caller's part */
         }
     }
     pthread_mutex_unlock(&d->mu);
@@ -439,6 +438,11 @@ Decoder_init(Decoder *d, PyObject *args, PyObject *kwds)
             PyMem_RawFree(a);
             break;
         }
+#ifdef __linux__
+        /* Named here, before init returns, so top, py-spy and the tests can
+           tell the helpers apart from the moment they exist. */
+        pthread_setname_np(d->tid[i], "pyai-jpeg");
+#endif
         d->started++;
     }
     return 0;
