@@ -6,6 +6,11 @@ Layout (zip root = plugin folder, except ``functions/`` which eKuiper copies to
 its own config folder): ``pyai.json``, ``main.py`` (the executable),
 ``requirements.txt``, ``install.sh``, ``pyai_config.json``, the model and labels,
 ``functions/*.json``, the ``pyai/`` package and the ``native_preproc/`` sources.
+
+Every directory has an entry of its own, listed before anything inside it:
+eKuiper v2.4.0 unzips a file by creating only its immediate parent folder (one
+``Mkdir``), so ``pyai/plugin/runtime.py`` fails unless ``pyai/`` and
+``pyai/plugin/`` were created by earlier entries.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import runpy
+import stat
 import sys
 import zipfile
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Set, Tuple
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = Path(__file__).resolve().parent / "files"
@@ -45,6 +51,19 @@ def _entries(model: Path, labels: Path) -> Iterator[Tuple[str, Path]]:
     yield labels.name, labels
 
 
+def _with_directories(entries: Iterator[Tuple[str, Path]]) -> Iterator[Tuple[str, Optional[Path]]]:
+    """The entries, each preceded by the directory entries (``a/``, ``a/b/``) not yet listed."""
+    listed: Set[str] = set()
+    for arcname, src in entries:
+        parts = arcname.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            folder = "/".join(parts[:i]) + "/"
+            if folder not in listed:
+                listed.add(folder)
+                yield folder, None
+        yield arcname, src
+
+
 def build(out: Path) -> Path:
     config = json.loads((FILES / "pyai_config.json").read_text())
     fetch = runpy.run_path(str(REPO / "models" / "fetch.py"))
@@ -56,11 +75,16 @@ def build(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".zip.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for arcname, src in _entries(model, labels):
+        for arcname, src in _with_directories(_entries(model, labels)):
             info = zipfile.ZipInfo(arcname, EPOCH)
+            if src is None:
+                # A directory: unix mode with S_IFDIR, and the MS-DOS directory flag.
+                info.external_attr = (stat.S_IFDIR | 0o755) << 16 | 0x10
+                zf.writestr(info, b"")
+                continue
             info.compress_type = zipfile.ZIP_DEFLATED
             executable = arcname in ("install.sh", "main.py")
-            info.external_attr = (0o755 if executable else 0o644) << 16
+            info.external_attr = (stat.S_IFREG | (0o755 if executable else 0o644)) << 16
             zf.writestr(info, src.read_bytes())
     tmp.replace(out)
     return out
