@@ -252,7 +252,7 @@ def results_stem(info: Dict[str, Any]) -> str:
 
 def exec_request(data: bytes, symbol_args: Sequence[Any] = ()) -> bytes:
     """The exact bytes the Go host sends for ``labelImage(self)`` on a BINARY stream."""
-    from pyai.hostsim import go_json
+    from tests.hostsim import go_json
 
     meta = go_json({"ruleId": "rule1", "opId": "op1", "instanceId": 0, "funcId": 0}).decode()
     return go_json({"func": "Exec", "arg": [data, *symbol_args, meta]})
@@ -371,7 +371,7 @@ def prepare_env(workdir: Path, python: Optional[Sequence[str]] = None, zip_path:
                 log: Callable[[str], None] = print) -> PluginEnv:
     """Build the plugin zip and install it as eKuiper does (install.sh into a fresh venv),
     or, with ``python`` (or PYAI_PLUGIN_PYTHON), only unpack it and use that interpreter."""
-    from pyai import hostsim
+    from tests import hostsim
     from pyai.plugin import package
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -532,7 +532,7 @@ def running_plugin(env: PluginEnv, spec: PluginSpec, timeout_s: float = 5.0,
     """
     import pynng
 
-    from pyai.hostsim import CONTROL_URL, FUNCTION_URL, PluginHost
+    from tests.hostsim import CONTROL_URL, FUNCTION_URL, PluginHost
 
     urls = [CONTROL_URL.format(spec.name)] + [FUNCTION_URL.format(s) for s in spec.symbols]
     log_path = env.workdir / "logs" / f"{spec.key}.log"
@@ -575,7 +575,7 @@ def plugin_session(env: PluginEnv, spec: PluginSpec, timeout_s: float, body: Cal
                    attempts: int = 3, log: Callable[[str], None] = print) -> Any:
     """``body(run)`` in a fresh plugin session; a session another process joined (see
     PeerWatch) is thrown away and run again."""
-    from pyai.hostsim import HostError
+    from tests.hostsim import HostError
 
     for attempt in range(attempts):
         last = attempt == attempts - 1

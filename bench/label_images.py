@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pyai.hostsim import PluginHost, install_zip  # noqa: E402
+from tests.hostsim import PluginHost, install_zip  # noqa: E402
 from pyai.plugin import package  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"}

@@ -198,7 +198,7 @@ def measure_rounds(env: benchlib.PluginEnv, payloads: Dict[str, bytes], keys: Li
 
 def soak(env: benchlib.PluginEnv, payload: bytes, calls: int, timeout: float) -> Dict[str, Any]:
     """RSS (from outside) and live objects (probe symbol, after gc.collect) over many calls."""
-    from pyai.hostsim import go_json
+    from tests.hostsim import go_json
 
     meta = go_json({"ruleId": "rule1", "opId": "op1", "instanceId": 0, "funcId": 1}).decode()
     probe_req = go_json({"func": "Exec", "arg": [meta]})  # benchProbe() takes no arguments

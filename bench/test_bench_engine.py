@@ -119,7 +119,7 @@ def window_plugin(plugin_env, emulated):
 
 
 def test_windows_through_the_protocol(benchmark, window_plugin, frames, capsys):
-    from pyai.hostsim import go_json
+    from tests.hostsim import go_json
 
     host = window_plugin.host
     frame = frames["720p"]

@@ -67,6 +67,8 @@ class Config:
     batch_mode: "auto" (use the batch the bench found faster), "native" (rewrite the
         model's batch dimension) or "loop" (one invoke per frame).
     stats_log_interval_s: how often the engine logs its counters; 0 disables.
+    self_heal: the plugin process starts a guardian process that replaces it if it
+        dies (eKuiper never restarts a function plugin); see pyai/plugin/guardian.py.
     """
 
     model: str = "mobilenet_v2_1.0_224_quant.tflite"
@@ -86,6 +88,7 @@ class Config:
     max_queue_delay_ms: float = 2.0
     batch_mode: str = "auto"
     stats_log_interval_s: float = 60.0
+    self_heal: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -125,8 +128,19 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def _coerce(type_name: Any, value: Any) -> Any:
     name = type_name if isinstance(type_name, str) else type_name.__name__
+    if name == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ValueError("expected true or false")
     if name == "int":
         if isinstance(value, bool):
             raise TypeError("expected an integer")

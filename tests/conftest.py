@@ -100,7 +100,7 @@ def installed_plugin(plugin_zip: Path, tmp_path_factory):
     """(plugin_dir, python command). With PYAI_PLUGIN_PYTHON set (e.g. the emulated
     aarch64 launcher), the zip is unpacked and that interpreter runs it instead of a
     venv made by install.sh."""
-    from pyai import hostsim
+    from tests import hostsim
 
     work = tmp_path_factory.mktemp("ekuiper")
     custom = os.environ.get("PYAI_PLUGIN_PYTHON")
@@ -113,7 +113,7 @@ def installed_plugin(plugin_zip: Path, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def host(installed_plugin) -> Iterator:
-    from pyai.hostsim import PluginHost
+    from tests.hostsim import PluginHost
 
     plugin_dir, python, _ = installed_plugin
     timeout = float(os.environ.get("PYAI_HOST_TIMEOUT", "5"))
@@ -138,6 +138,19 @@ def proc_status(pid: int, key: str) -> int:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     raise KeyError(key)
+
+
+def proc_io(pid: int, key: str) -> int:
+    """A counter from /proc/<pid>/io, e.g. syscw (write system calls)."""
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def self_heal_enabled() -> bool:
+    return os.environ.get("PYAI_SELF_HEAL", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def proc_fds(pid: int) -> int:

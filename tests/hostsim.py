@@ -1,13 +1,20 @@
-"""A stand-in for the eKuiper Go host, for tests, benches and trying the plugin.
+"""A stand-in for the eKuiper Go host, for tests and benches (not part of the plugin).
 
-It does what ``internal/plugin/portable/runtime`` does, as far as a function
-plugin can tell: listens (REP) on ``ipc:///tmp/plugin_<name>.ipc``, starts
-``<python> -u <executable> '{"sendTimeout":1000}'`` in the plugin folder, waits
-for the handshake, sends ``start`` commands, listens (REP) on
-``ipc:///tmp/func_<symbol>.ipc`` before that, encodes requests as Go's
-encoding/json does (``[]byte`` as standard base64), skips replies that start
-with ``h`` (stale keep-alive handshakes), waits 5 s for a reply, and restarts
-a dead plugin process, re-sending the start commands it remembers.
+It does what eKuiper v2.4.0's ``internal/plugin/portable/runtime`` does, as far
+as a function plugin can tell: listens (REP) on ``ipc:///tmp/plugin_<name>.ipc``
+for the life of the host, starts ``<python> -u <executable>
+'{"sendTimeout":1000}'`` in the plugin folder, waits for the handshake, listens
+(REP) on ``ipc:///tmp/func_<symbol>.ipc`` on a symbol's first use (and never
+closes it), sends ``start``, encodes requests as Go's encoding/json does
+(``[]byte`` as standard base64), re-sends a request when the reply is a
+handshake (``h...``), and waits 5 s for a reply.
+
+Like the real host it does NOT restart a dead plugin process and does not
+replay start commands: a call to a plugin whose process died is answered by
+whatever process dials the function's channel (pyai's own replacement, see
+``pyai/plugin/guardian.py``), or times out. It starts a process again only when
+told to (``start()``), as eKuiper does for a function used for the first time.
+The real host (``tests/ekuiper``) is the judge; this one is quicker to drive.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +40,7 @@ import pynng
 CONTROL_URL = "ipc:///tmp/plugin_{}.ipc"
 FUNCTION_URL = "ipc:///tmp/func_{}.ipc"
 HOST_CONFIG = '{"sendTimeout":1000}'
+LOCK_PATH = "/tmp/plugin_{}.lock"  # pyai.plugin.instance.LOCK_PATH
 
 
 class HostError(RuntimeError):
@@ -141,20 +150,21 @@ class PluginHost:
         self.control: Optional[_ReqRep] = None
         self.functions: Dict[str, _ReqRep] = {}
         self.started_symbols: List[str] = []
-        self.restarts = 0
         self._log = None
-        # eKuiper starts, restarts and stops a plugin under one lock; without it two
-        # threads calling a dead plugin both start a process on the same addresses.
+        # eKuiper creates a symbol (channel + start command) under a lock.
         self._lifecycle = threading.RLock()
 
     # -- process -------------------------------------------------------------------
 
     def start(self) -> float:
-        """Start the process and wait for its handshake; returns the seconds it took."""
+        """Start a plugin process and wait for its handshake; returns the seconds it took.
+
+        The control channel is created once and kept, as eKuiper keeps it."""
         if self.control is None:
             self.control = _ReqRep(CONTROL_URL.format(self.name), self.recv_timeout_ms)
         t0 = time.perf_counter()
-        self._log = open(self.log_path, "ab")
+        if self._log is None:
+            self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             self.python + ["-u", self.executable, HOST_CONFIG],
             cwd=self.plugin_dir,
@@ -167,45 +177,54 @@ class PluginHost:
         return time.perf_counter() - t0
 
     def alive(self) -> bool:
+        """Whether the process this host started is running."""
         return self.proc is not None and self.proc.poll() is None
 
+    def serving_pid(self) -> Optional[int]:
+        """The plugin process that holds the plugin's instance lock, i.e. serves the
+        channels: the process started here, or the one that replaced it."""
+        return lock_holder(self.name)
+
+    def wait_serving(self, timeout_s: float = 10.0, not_pid: Optional[int] = None) -> int:
+        """The serving pid, once there is one (other than ``not_pid``)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pid = self.serving_pid()
+            if pid is not None and pid != not_pid:
+                return pid
+            if time.monotonic() > deadline:
+                raise HostError(f"no plugin process serves within {timeout_s:.0f} s")
+            time.sleep(0.02)
+
     def kill(self) -> None:
+        """kill -9 of the process this host started (eKuiper's ``process.Kill()``)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
-    def ensure_running(self) -> None:
-        """The host's 'restart on next use': a dead process is started again and told
-        to start every symbol it had."""
-        with self._lifecycle:
-            self._ensure_running()
-
-    def _ensure_running(self) -> None:
-        if self.alive():
-            return
-        if self.proc is not None:
-            self.restarts += 1
-        for ch in self.functions.values():
-            ch.close()
-        self.functions.clear()
-        self.start()
-        for symbol in list(self.started_symbols):
-            self._start_symbol(symbol)
+    def kill_serving(self, timeout_s: float = 10.0) -> int:
+        """kill -9 of whichever plugin process serves now; returns its pid."""
+        pid = self.wait_serving(timeout_s)
+        if self.proc is not None and self.proc.pid == pid:
+            self.kill()
+        else:
+            os.kill(pid, signal.SIGKILL)
+            wait_gone(pid, timeout_s)
+        return pid
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        """Stop as kuiperd does when it exits (kill the process it started, close every
+        channel); then, as a test's clean-up, end whatever is left in the plugin folder
+        (a replacement process, guardians)."""
+        self.kill()
         for ch in self.functions.values():
             ch.close()
         self.functions.clear()
+        self.started_symbols.clear()
         if self.control is not None:
             self.control.close()
             self.control = None
+        kill_processes_in(self.plugin_dir)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -217,51 +236,45 @@ class PluginHost:
         self.close()
 
     def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        out = []
+        for path in (self.log_path, self.plugin_dir / "self_heal.log"):
+            try:
+                out.append(path.read_text(errors="replace"))
+            except OSError:
+                pass
+        return "\n".join(out)
 
     # -- control channel ---------------------------------------------------------------
 
     def command(self, cmd: str, symbol: str, rule: str = "rule1") -> str:
+        # eKuiper sends functions empty meta; a rule id here only labels the test.
         arg = {"symbolName": symbol, "meta": {"ruleId": rule, "opId": "op1", "instanceId": 0}, "pluginType": "func"}
         assert self.control is not None
         reply = self.control.request(go_json({"cmd": cmd, "arg": go_json(arg).decode()}))
         return reply.decode(errors="replace")
 
     def start_symbol(self, symbol: str) -> None:
+        """A symbol's first use: listen on its channel (kept for good), send ``start``."""
         with self._lifecycle:
-            self._start_symbol_locked(symbol)
-
-    def _start_symbol_locked(self, symbol: str) -> None:
-        if self.proc is None:
-            self.start()
-        self._start_symbol(symbol)
-        if symbol not in self.started_symbols:
-            self.started_symbols.append(symbol)
-
-    def _start_symbol(self, symbol: str) -> None:
-        ch = self.functions.get(symbol)
-        if ch is None:
-            ch = self.functions[symbol] = _ReqRep(FUNCTION_URL.format(symbol), self.recv_timeout_ms)
-        reply = self.command("start", symbol)
-        if reply != "ok":
-            raise HostError(f"start {symbol}: {reply}")
-        ch.wait_handshake(self.init_timeout_s)
+            if self.proc is None:
+                self.start()
+            ch = self.functions.get(symbol)
+            if ch is None:
+                ch = self.functions[symbol] = _ReqRep(FUNCTION_URL.format(symbol), self.recv_timeout_ms)
+            reply = self.command("start", symbol)
+            if reply != "ok":
+                raise HostError(f"start {symbol}: {reply}")
+            if symbol not in self.started_symbols:
+                self.started_symbols.append(symbol)
 
     def stop_symbol(self, symbol: str) -> str:
+        """``stop`` (eKuiper sends it for sources and sinks, never for functions). The
+        channel stays, as eKuiper's function channels do."""
         with self._lifecycle:
-            return self._stop_symbol_locked(symbol)
-
-    def _stop_symbol_locked(self, symbol: str) -> str:
-        reply = self.command("stop", symbol)
-        if symbol in self.started_symbols:
-            self.started_symbols.remove(symbol)
-        ch = self.functions.pop(symbol, None)
-        if ch is not None:
-            ch.close()
-        return reply
+            reply = self.command("stop", symbol)
+            if symbol in self.started_symbols:
+                self.started_symbols.remove(symbol)
+            return reply
 
     # -- function channel ----------------------------------------------------------------
 
@@ -269,7 +282,6 @@ class PluginHost:
         with self._lifecycle:
             if symbol not in self.started_symbols:
                 self.start_symbol(symbol)
-            self.ensure_running()
             channel = self.functions[symbol]
         payload = go_json({"func": func, "arg": arg})
         t0 = time.perf_counter()
@@ -292,6 +304,62 @@ class PluginHost:
         return self.call(symbol, "IsAggregate", None)
 
 
+# -- processes -------------------------------------------------------------------------------
+
+
+def lock_holder(name: str = "pyai") -> Optional[int]:
+    """The pid written in the plugin's instance lock file, if that process runs."""
+    try:
+        text = Path(LOCK_PATH.format(name)).read_text().split()
+    except OSError:
+        return None
+    pid = int(text[0]) if text and text[0].isdigit() else None
+    return pid if pid and running(pid) else None
+
+
+def running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def wait_gone(pid: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def processes_in(folder: str | os.PathLike[str]) -> List[int]:
+    """Pids of the running processes whose working directory is ``folder`` (the
+    plugin's, its replacements' and its guardians')."""
+    want = os.path.realpath(folder)
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.path.realpath(os.readlink(f"/proc/{entry}/cwd")) == want and running(int(entry)):
+                out.append(int(entry))
+        except OSError:
+            continue
+    return out
+
+
+def kill_processes_in(folder: str | os.PathLike[str]) -> None:
+    for pid in processes_in(folder):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in processes_in(folder):
+        wait_gone(pid, 5)
+
+
 # -- installing a plugin zip as eKuiper does ------------------------------------------------
 
 
@@ -303,6 +371,9 @@ def unpack_plugin(zip_path: str | os.PathLike[str], dest: str | os.PathLike[str]
     with zipfile.ZipFile(zip_path) as zf:
         for info in zf.infolist():
             target = (etc_dir if info.filename.startswith("functions/") else plugin_dir) / info.filename
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(info) as src, open(target, "wb") as out:
                 shutil.copyfileobj(src, out)
@@ -318,12 +389,13 @@ def make_venv(path: str | os.PathLike[str]) -> Path:
 
 
 def run_install_sh(plugin_dir: Path, bin_dir: Path, env: Optional[Dict[str, str]] = None, timeout: float = 900) -> str:
-    """``/bin/sh install.sh`` in the plugin folder with ``python`` resolving to ``bin_dir``'s."""
+    """``/bin/sh install.sh --python <bin_dir>/python`` in the plugin folder, as eKuiper
+    runs it for an install request with ``"shellParas": ["--python", ...]``."""
     run_env = dict(os.environ if env is None else env)
-    run_env["PATH"] = f"{bin_dir}{os.pathsep}{run_env.get('PATH', '')}"
     run_env.pop("PYTHONPATH", None)
     res = subprocess.run(
-        ["/bin/sh", "install.sh"], cwd=plugin_dir, env=run_env, capture_output=True, text=True, timeout=timeout
+        ["/bin/sh", "install.sh", "--python", str(bin_dir / "python")],
+        cwd=plugin_dir, env=run_env, capture_output=True, text=True, timeout=timeout,
     )
     out = res.stdout + res.stderr
     if res.returncode != 0:

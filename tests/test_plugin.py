@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from .conftest import EXPECTED_TOP1, labels_of
+from .conftest import EXPECTED_TOP1, labels_of, proc_io, self_heal_enabled
 
 
 def test_zip_layout(plugin_zip):
@@ -128,14 +128,22 @@ def test_garbage_requests_do_not_kill_the_plugin(host, images):
     assert host.exec("labelImage", images["cat_720p.jpg"]).state
 
 
-def test_kill_then_host_restarts_and_resends_start(host, images):
-    pid = host.proc.pid
-    restarts = host.restarts
-    host.kill()
+@pytest.mark.skipif(not self_heal_enabled(), reason="PYAI_SELF_HEAL=0 (the emulated aarch64 run: a guardian cannot start the emulator)")
+def test_killed_plugin_heals_itself(host, images):
+    """eKuiper (and the stand-in) never restart a dead function plugin: pyai's guardian
+    must, and the next call must be answered by the replacement within the host's 5 s."""
+    host.exec("labelImage", images["hot_dog.jpg"])
+    old = host.kill_serving()
     assert not host.alive()
-    reply = host.exec("labelImage", images["cat_720p.jpg"])  # the host restarts it on next use
-    assert host.restarts == restarts + 1 and host.proc.pid != pid
-    assert reply.state and reply.result[0]["label"] == "286:Egyptian cat"
+    t0 = time.perf_counter()
+    reply = host.exec("labelImage", images["cat_720p.jpg"])
+    elapsed = time.perf_counter() - t0
+    assert reply.state and reply.result[0]["label"] == "286:Egyptian cat", reply.result
+    assert elapsed < 5.0
+    assert not host.alive(), "the host must not have started a process"
+    stats = host.exec("pyaiStats")
+    assert stats.state and stats.result["process"]["healed_from"] == old
+    assert stats.result["process"]["pid"] == host.serving_pid() != old
 
 
 def test_stop_start_symbol(host, images):
@@ -149,14 +157,21 @@ def test_unknown_symbol_start_is_refused(host):
     assert reply.startswith("error") and "noSuchFunction" in reply
 
 
-def test_keepalive_handshakes_between_calls(host, images):
-    # The plugin re-sends a handshake after 5 s idle; the next call must still be answered.
-    time.sleep(5.6)
-    assert host.exec("labelImage", images["cat_720p.jpg"]).result[0]["label"] == "286:Egyptian cat"
+def test_nothing_sent_while_idle(host, images):
+    """No keep-alive: the host reads a channel only during a call, so whatever the plugin
+    sends while idle queues up there and makes the next call re-send its request."""
+    assert host.exec("labelImage", images["cat_720p.jpg"]).state
+    pid = host.wait_serving()
+    before = proc_io(pid, "syscw")
+    time.sleep(6.0)  # the SDK would have sent a keep-alive on every channel by now
+    assert proc_io(pid, "syscw") == before, "the plugin wrote while idle"
+    reply = host.exec("labelImage", images["cat_720p.jpg"])
+    assert reply.result[0]["label"] == "286:Egyptian cat"
+    assert reply.seconds < 1.0
 
 
 def test_start_to_first_answer(installed_plugin, images, host):
-    from pyai.hostsim import PluginHost
+    from tests.hostsim import PluginHost
 
     host.close()  # one plugin process at a time: the IPC addresses are fixed
     plugin_dir, python, _ = installed_plugin

@@ -11,7 +11,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyai.hostsim import go_json
+from tests.hostsim import go_json
 from pyai.plugin.runtime import FrameArg, parse_request
 
 B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="

@@ -9,35 +9,69 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Optional
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
-from ..classifier import Classifier
 from ..errors import BadInput, PyaiError
 from ..source import b64decode, to_bytes
 from .runtime import FrameArg, Function, one_line
 
+if TYPE_CHECKING:
+    from ..classifier import Classifier
+
 log = logging.getLogger(__name__)
+
+# Longest a call waits for the model to finish loading. Loading takes 0.1-0.3 s
+# on x86-64 and a few seconds on a slow board; this only stops a call from
+# waiting forever on a load that hangs.
+LOAD_WAIT_S = 120.0
 
 
 class ClassifierHolder:
-    """Loads the classifier once at start-up and remembers why, if it could not."""
+    """Loads the classifier once, on a thread of its own, and remembers why if it could not.
 
-    def __init__(self, factory: Callable[[], Classifier]):
+    The plugin answers eKuiper's handshake and ``start`` commands while the model
+    loads (eKuiper 1.x gives the handshake 5 s, which a slow board can spend on
+    imports and the model alone); a call that needs the classifier before it is
+    ready waits for it instead of failing.
+    """
+
+    def __init__(self, factory: Callable[[], "Classifier"], background: bool = True):
         self.error: Optional[str] = None
-        self.classifier: Optional[Classifier] = None
+        self.classifier: Optional["Classifier"] = None
+        self.load_seconds: Optional[float] = None
+        self._factory = factory
+        self._ready = threading.Event()
+        if background:
+            threading.Thread(target=self._load, name="pyai-load", daemon=True).start()
+        else:
+            self._load()
+
+    def _load(self) -> None:
+        started = time.perf_counter()
         try:
-            self.classifier = factory()
-        except (PyaiError, OSError, ValueError, RuntimeError) as exc:
+            self.classifier = self._factory()
+        except (PyaiError, OSError, ValueError, RuntimeError, ImportError) as exc:
             self.error = f"pyai could not load its model: {one_line(exc)}"
             log.error("%s", self.error)
+        finally:
+            self.load_seconds = time.perf_counter() - started
+            self._ready.set()
 
-    def get(self) -> Classifier:
+    def wait(self, timeout_s: Optional[float] = None) -> bool:
+        """True once loading has ended (loaded or failed)."""
+        return self._ready.wait(timeout_s)
+
+    def get(self) -> "Classifier":
+        if not self._ready.wait(LOAD_WAIT_S):
+            raise PyaiError(f"pyai model still loading after {LOAD_WAIT_S:.0f} s")
         if self.classifier is None:
             raise PyaiError(self.error or "pyai model not loaded")
         return self.classifier
 
 
-def _frame_bytes(clf: Classifier, arg: Any) -> bytes | memoryview:
+def _frame_bytes(clf: "Classifier", arg: Any) -> bytes | memoryview:
     """A Go-encoded []byte arrives as base64 text; decode it without copying the request."""
     if isinstance(arg, FrameArg):
         return b64decode(arg.view, clf.config.max_encoded_bytes)
@@ -123,10 +157,12 @@ class LabelImages:
 
 
 class PyaiStats:
-    """``pyaiStats()``: counters and latency percentiles of the engine."""
+    """``pyaiStats()``: counters and latency percentiles of the engine, and which
+    process answers (its pid, and the pid of the one it replaced, if it healed)."""
 
-    def __init__(self, holder: ClassifierHolder):
+    def __init__(self, holder: ClassifierHolder, process_info: Optional[Callable[[], Dict[str, Any]]] = None):
         self.holder = holder
+        self.process_info = process_info
 
     def validate(self, args: List[Any]) -> str:
         return "" if len(args) == 0 else f"pyaiStats takes no arguments, got {len(args)}"
@@ -140,12 +176,16 @@ class PyaiStats:
         out = {"model": clf.describe(), "engine": clf.stats()}
         if clf.splitter is not None:
             out["jpeg"] = clf.splitter.stats()
+        if self.process_info is not None:
+            out["process"] = self.process_info()
         return out
 
 
-def build_functions(holder: ClassifierHolder) -> Dict[str, Callable[[], Function]]:
+def build_functions(
+    holder: ClassifierHolder, process_info: Optional[Callable[[], Dict[str, Any]]] = None
+) -> Dict[str, Callable[[], Function]]:
     return {
         "labelImage": lambda: LabelImage(holder),
         "labelImages": lambda: LabelImages(holder),
-        "pyaiStats": lambda: PyaiStats(holder),
+        "pyaiStats": lambda: PyaiStats(holder, process_info),
     }

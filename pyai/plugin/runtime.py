@@ -1,18 +1,31 @@
 """The eKuiper portable-plugin protocol, function symbols only, kept lean.
 
-Speaks exactly what the Go host and the ``ekuiper`` SDK speak (SP REQ sockets
-dialing the host's REP sockets over IPC, a ``handshake`` first, keep-alive
-handshakes after 5 s idle), without the SDK's per-call costs: no nng threads
-between the socket and the handler (``sp.py``), requests read into a reused
-buffer, never a request formatted into a log string, and an ``Exec`` whose
-first argument is a long base64 string (or a window's list of them) is split
-without running the JSON parser over (or copying) the frames.
+Speaks what the Go host expects (SP REQ sockets dialing the host's REP sockets
+over IPC, a ``handshake`` first), without the SDK's per-call costs: no nng
+threads between the socket and the handler (``sp.py``), requests read into a
+reused buffer, never a request formatted into a log string, and an ``Exec``
+whose first argument is a long base64 string (or a window's list of them) is
+split without running the JSON parser over (or copying) the frames.
+
+Two things differ from the ``ekuiper`` SDK on purpose:
+
+- No keep-alive. The SDK re-sends a handshake after 5 s idle, but the host
+  reads a channel only during a call, so every keep-alive queues up there: after
+  an idle period the next call meets each of them and re-sends its request once
+  per keep-alive (a whole window of frames each time), and eKuiper 1.x's
+  control channel takes a queued keep-alive for a failed command. A REQ that
+  never gives up on its request needs no keep-alive: the host answers it with
+  its next request, however late.
+- No dialing again. The host's channels live as long as kuiperd, so a channel
+  that breaks means kuiperd stopped; a new kuiperd starts a process of its own.
+  The runtime then ends (``Ended``), and the process exits.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from typing import Any, Callable, Dict, List, Optional, Protocol
 
@@ -22,8 +35,10 @@ log = logging.getLogger(__name__)
 
 CONTROL_URL = "ipc:///tmp/plugin_{}.ipc"
 FUNCTION_URL = "ipc:///tmp/func_{}.ipc"
-IDLE_TIMEOUT_MS = 5000
 HANDSHAKE = b"handshake"
+# Dialing retries while the host is not listening yet: the host listens before it
+# starts the process or sends ``start``, so this only covers a slow scheduler.
+DIAL_ATTEMPTS = 50
 _EXEC_PREFIX = b'{"func":"Exec","arg":["'
 _EXEC_LIST_PREFIX = b'{"func":"Exec","arg":[["'
 
@@ -136,61 +151,69 @@ class Channel:
     """Our REQ end of one host REP socket: after the handshake, each recv is a host
     request and our next send is its reply."""
 
-    def __init__(self, url: str, idle_timeout_ms: int = IDLE_TIMEOUT_MS, dial_attempts: int = 50):
+    def __init__(self, url: str, dial_attempts: int = DIAL_ATTEMPTS):
         self.url = url
-        self.idle_timeout_s = idle_timeout_ms / 1000.0
-        self.dial_attempts = dial_attempts
         self.sock = ReqSocket(url)
         self.sock.dial(dial_attempts)
         self.closed = False
+        self.broken: Optional[str] = None
 
-    def serve(self, handler: Callable[[bytearray, int], bytes]) -> None:
-        """Answer requests until closed; ``handler`` gets a reused buffer and the length."""
+    def handshake(self) -> None:
+        self.sock.send(HANDSHAKE)
+
+    def serve(self, handler: Callable[[bytearray, int], bytes], handshake: bool = True) -> None:
+        """Answer requests until closed or the host hangs up (then ``broken`` says why);
+        ``handler`` gets a reused buffer and the length."""
         sock = self.sock
         try:
-            sock.send(HANDSHAKE)
+            if handshake:
+                sock.send(HANDSHAKE)
             while not self.closed:
-                try:
-                    try:
-                        buf, n = sock.recv(self.idle_timeout_s)
-                    except TimeoutError:
-                        # An idle REQ socket must send before it may receive again;
-                        # the host skips replies that start with "h".
-                        sock.send(HANDSHAKE)
-                        continue
-                    sock.send(handler(buf, n))
-                except ConnectionError as exc:
-                    if self.closed:
-                        break
-                    # The host dropped the connection (restarting?): dial again,
-                    # as nng's dialer would, and announce ourselves.
-                    log.warning("channel %s: %s; dialing again", self.url, exc)
-                    sock.dial(self.dial_attempts)
-                    sock.send(HANDSHAKE)
+                buf, n = sock.recv(None)
+                sock.send(handler(buf, n))
         except ChannelClosed:
             pass
         except ConnectionError as exc:
             if not self.closed:
-                log.error("channel %s failed: %s", self.url, exc)
+                self.broken = str(exc)
+                log.warning("channel %s: %s", self.url, exc)
 
     def close(self) -> None:
         self.closed = True
         self.sock.close()
 
 
+def listening(url: str) -> bool:
+    """Whether a host listens on ``url`` now (a connect, closed at once; the host's
+    socket drops such a peer)."""
+    path = url[len("ipc://"):]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(1.0)
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 class SymbolRunner:
     """One function symbol served on its own thread."""
 
-    def __init__(self, name: str, fn: Function):
+    def __init__(self, name: str, fn: Function, on_broken: Callable[[str], None], dial_attempts: int = DIAL_ATTEMPTS):
         self.name = name
         self.fn = fn
-        self.channel = Channel(FUNCTION_URL.format(name))
+        self.on_broken = on_broken
+        self.channel = Channel(FUNCTION_URL.format(name), dial_attempts)
         self.thread = threading.Thread(target=self._run, name=f"pyai-func-{name}", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         fn = self.fn
         self.channel.serve(lambda buf, n: handle_function_request(fn, buf, n))
+        if self.channel.broken:
+            self.on_broken(f"function channel {self.name}: {self.channel.broken}")
 
     @property
     def running(self) -> bool:
@@ -202,7 +225,12 @@ class SymbolRunner:
 
 
 class PluginRuntime:
-    """The control channel: start/stop of function symbols."""
+    """The control channel (start/stop of function symbols) and the symbols' channels.
+
+    ``connect()`` dials the control channel and sends the handshake at once, before
+    anything slow; ``serve()`` answers commands until ``shutdown()`` or until the
+    host hangs up, and then says why in ``ended``.
+    """
 
     def __init__(self, plugin_name: str, functions: Dict[str, Callable[[], Function]]):
         self.plugin_name = plugin_name
@@ -210,11 +238,45 @@ class PluginRuntime:
         self.instances: Dict[str, Function] = {}
         self.runners: Dict[str, SymbolRunner] = {}
         self.control: Optional[Channel] = None
+        self.ended: Optional[str] = None
+        self._lock = threading.RLock()
 
     def run(self) -> None:
+        self.connect()
+        self.serve()
+
+    def connect(self) -> None:
         log.info("pyai: dialing control channel for plugin %s", self.plugin_name)
         self.control = Channel(CONTROL_URL.format(self.plugin_name))
-        self.control.serve(lambda buf, n: self.handle_command(bytes(buf[:n])))
+        self.control.handshake()
+
+    def serve(self) -> None:
+        assert self.control is not None, "connect() first"
+        self.control.serve(lambda buf, n: self.handle_command(bytes(buf[:n])), handshake=False)
+        if self.control.broken:
+            self.shutdown(f"control channel: {self.control.broken}")
+
+    def attach_listening(self) -> List[str]:
+        """Serve every symbol of ours that the host already listens for.
+
+        The host creates a function's channel once, on its first use, and keeps it for
+        the life of kuiperd, but sends ``start`` only then (and, when it starts a new
+        process after an update, for one symbol only). A process that replaces one that
+        died, or that follows an update, finds the others' channels this way.
+        """
+        attached = []
+        for symbol in self.factories:
+            if symbol in self.runners or not listening(FUNCTION_URL.format(symbol)):
+                continue
+            try:
+                self.start_symbol(symbol, dial_attempts=1)
+            except ConnectionError as exc:
+                log.info("pyai: %s listens but cannot be dialed: %s", symbol, exc)
+                continue
+            attached.append(symbol)
+        if attached:
+            log.info("pyai: serving the host's existing channels for %s", ", ".join(attached))
+        return attached
 
     def handle_command(self, req: bytes) -> bytes:
         # A reply starting with "h" would be skipped by the host as a stale
@@ -235,19 +297,33 @@ class PluginRuntime:
         except Exception as exc:  # noqa: BLE001 - the control loop must survive anything
             return f"error: {one_line(exc)}".encode()
 
-    def start_symbol(self, symbol: str) -> None:
-        runner = self.runners.get(symbol)
-        if runner is not None and runner.running:
-            # Functions are shared by all rules: a second start is a no-op.
-            return
-        fn = self.instances.get(symbol)
-        if fn is None:
-            fn = self.instances[symbol] = self.factories[symbol]()
-        log.info("pyai: starting function %s", symbol)
-        self.runners[symbol] = SymbolRunner(symbol, fn)
+    def start_symbol(self, symbol: str, dial_attempts: int = DIAL_ATTEMPTS) -> None:
+        with self._lock:
+            runner = self.runners.get(symbol)
+            if runner is not None and runner.running:
+                # Functions are shared by all rules: a second start is a no-op.
+                return
+            fn = self.instances.get(symbol)
+            if fn is None:
+                fn = self.instances[symbol] = self.factories[symbol]()
+            log.info("pyai: starting function %s", symbol)
+            self.runners[symbol] = SymbolRunner(symbol, fn, self.shutdown, dial_attempts)
 
     def stop_symbol(self, symbol: str) -> None:
-        runner = self.runners.pop(symbol, None)
+        with self._lock:
+            runner = self.runners.pop(symbol, None)
         if runner is not None:
             log.info("pyai: stopping function %s", symbol)
             runner.stop()
+
+    def shutdown(self, reason: str) -> None:
+        """End serving: every channel closed, ``serve()`` returns. The first reason stays."""
+        with self._lock:
+            if self.ended is None:
+                self.ended = reason
+                log.info("pyai: shutting down: %s", reason)
+            runners = list(self.runners.values())
+        if self.control is not None:
+            self.control.close()
+        for runner in runners:
+            runner.channel.close()

@@ -50,8 +50,8 @@ class Probe:
 _build = functions.build_functions
 
 
-def build_functions(holder):
-    table = dict(_build(holder))
+def build_functions(holder, *rest):
+    table = dict(_build(holder, *rest))
     table["benchProbe"] = Probe
     return table
 
