@@ -74,6 +74,8 @@ def pids_with_cwd_under(folder: Path) -> List[int]:
             cwd = os.readlink(f"/proc/{entry}/cwd")
         except OSError:
             continue  # gone, or not ours to read
+        if cwd.endswith(" (deleted)"):
+            cwd = cwd[: -len(" (deleted)")]
         if cwd == root or cwd.startswith(root + os.sep):
             found.append(int(entry))
     return found
@@ -356,21 +358,28 @@ class Kuiperd:
     def plugin_pids(self) -> List[int]:
         return pids_with_cwd_under(self.plugin_dir) if self.plugin_dir.exists() else []
 
-    def stop(self, grace: float = 20) -> List[str]:
-        """SIGTERM kuiperd (SIGKILL after ``grace``), then kill what is left with its
-        cwd in the base folder; returns those leftovers' command lines."""
+    def stop(self, grace: float = 20, kill_leftovers: bool = True, settle: float = 0) -> List[str]:
+        """SIGTERM kuiperd (SIGKILL after ``grace``); returns the command lines of
+        processes still running with their cwd in the base folder ``settle`` seconds
+        later (the plugin's), killed unless ``kill_leftovers`` is False."""
         if self.proc:
             _stop_process(self.proc, grace)
             self.proc = None
+        try:
+            wait_for(lambda: not pids_with_cwd_under(self.base), settle, "plugin processes to exit")
+        except TimeoutError:
+            pass
         left = pids_with_cwd_under(self.base)
         described = [f"{pid}: {cmdline(pid)}" for pid in left]
-        if left:
-            log.warning("processes left in %s after kuiperd stopped: %s", self.base, described)
+        if left and kill_leftovers:
+            log.warning("killing processes left in %s after kuiperd stopped: %s", self.base, described)
             kill_pids(left)
         return described
 
-    def restart(self) -> List[str]:
-        left = self.stop()
+    def restart(self, settle: float = 5) -> List[str]:
+        """Stop and start on the same base, leaving any process that outlived kuiperd
+        alone (as a real restart would); returns those."""
+        left = self.stop(kill_leftovers=False, settle=settle)
         self.start()
         return left
 
