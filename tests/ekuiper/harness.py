@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -413,13 +414,14 @@ class MqttCollector:
             q.put(msg.payload)
 
     def subscribe(self, topic: str, timeout: float = 10) -> None:
+        """Subscribe and wait for the broker's SUBACK (a sink message sent before it
+        would be lost)."""
         self._queues.setdefault(topic, queue.Queue())
-        _, mid = self._client.subscribe(topic, qos=1)
-        # Give the SUBACK a moment: a message published before it would be lost.
-        deadline = time.monotonic() + timeout
-        while mid is not None and time.monotonic() < deadline and not self._client.is_connected():
-            time.sleep(0.05)
-        time.sleep(0.2)
+        done = threading.Event()
+        self._client.on_subscribe = lambda *args: done.set()
+        rc, _ = self._client.subscribe(topic, qos=1)
+        if rc != 0 or not done.wait(timeout):
+            raise TimeoutError(f"no SUBACK for {topic} within {timeout:.0f} s (rc {rc})")
 
     def publish(self, topic: str, payload: bytes, timeout: float = 10) -> None:
         info = self._client.publish(topic, payload, qos=1)
