@@ -65,8 +65,8 @@ def _go_env() -> Dict[str, str]:
     # The modules ship a go.work listing folders the proxy's zip does not hold.
     env["GOWORK"] = "off"
     env["CGO_ENABLED"] = "0"
-    # A newer toolchain builds older go.mod files; never download another one.
-    env.setdefault("GOTOOLCHAIN", "local")
+    # GOTOOLCHAIN is left to Go: with a Go older than a go.mod asks for (v2.4.0:
+    # 1.25.4), the default `auto` fetches that toolchain from the module proxy.
     env.setdefault("GOFLAGS", "-buildvcs=false")
     return env
 

@@ -7,10 +7,8 @@ paths are fixed, so never two hosts at once)."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, Iterator, Tuple
 
@@ -20,7 +18,6 @@ from tests.conftest import EXPECTED_TOP1, REPO
 from tests.ekuiper import build_kuiperd
 from tests.ekuiper.harness import Kuiperd, Mosquitto, MqttCollector, make_venv
 
-log = logging.getLogger("ekuiper.conftest")
 
 VERSIONS = list(build_kuiperd.VERSIONS)
 # The plugin's runtime dependencies; install.sh must have put them into pythonBin.
