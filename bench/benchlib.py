@@ -260,18 +260,9 @@ def exec_request(data: bytes, symbol_args: Sequence[Any] = ()) -> bytes:
 
 def ipc_in_use(url: str) -> bool:
     """True when something listens on an ``ipc://`` address (a live socket file)."""
-    path = url[len("ipc://"):]
-    if not os.path.exists(path):
-        return False
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.settimeout(0.5)
-        s.connect(path)
-        return True
-    except OSError:
-        return False  # stale file: nng removes it when it listens
-    finally:
-        s.close()
+    from pyai.plugin.runtime import listening
+
+    return listening(url)
 
 
 def wait_ipc_free(urls: Sequence[str], timeout_s: float = 120.0) -> None:

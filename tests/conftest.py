@@ -131,22 +131,22 @@ def labels_of(reply) -> List[str]:
     return [r["label"] for r in reply.result]
 
 
-def proc_status(pid: int, key: str) -> int:
-    """A number from /proc/<pid>/status, e.g. VmRSS (kB) or Threads."""
-    with open(f"/proc/{pid}/status") as f:
+def _proc_number(path: str, key: str) -> int:
+    with open(path) as f:
         for line in f:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     raise KeyError(key)
+
+
+def proc_status(pid: int, key: str) -> int:
+    """A number from /proc/<pid>/status, e.g. VmRSS (kB) or Threads."""
+    return _proc_number(f"/proc/{pid}/status", key)
 
 
 def proc_io(pid: int, key: str) -> int:
     """A counter from /proc/<pid>/io, e.g. syscw (write system calls)."""
-    with open(f"/proc/{pid}/io") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
+    return _proc_number(f"/proc/{pid}/io", key)
 
 
 def self_heal_enabled() -> bool:

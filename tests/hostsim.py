@@ -318,11 +318,9 @@ def lock_holder(name: str = "pyai") -> Optional[int]:
 
 
 def running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
+    from pyai.plugin.guardian import process_running
+
+    return process_running(pid)
 
 
 def wait_gone(pid: int, timeout_s: float = 10.0) -> bool:

@@ -92,11 +92,11 @@ def wait_for_exit(pid: int, poll_s: float = 0.05) -> None:
         finally:
             os.close(fd)
         return
-    while _alive(pid):
+    while process_running(pid):
         time.sleep(poll_s)
 
 
-def _alive(pid: int) -> bool:
+def process_running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             # A zombie has ended: its parent just has not collected it yet.
