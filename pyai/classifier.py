@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable, List
+from typing import Any, Iterable, List, Tuple
 
 import numpy as np
 
 from .config import Config, load_config
+from .crop import Box
 from .decode import Limits, decode, jpeg_splitter
 from .labels import Result, load_labels, top_k
 from .model import Model
@@ -37,6 +38,9 @@ class Classifier:
         self.model = Model(cfg.model, cfg.interpreter_threads)
         self.labels = load_labels(cfg.labels, self.model.num_classes)
         self.limits = Limits(max_pixels=cfg.max_pixels, max_decode_ms=cfg.max_decode_ms)
+        self.crop = cfg.crop
+        # The whole frame's decode size (the bench reports it); frames are decoded
+        # at decode_size_for(their size), which also covers a crop's region.
         self.decode_size = cfg.decode_size(self.model.input_size)
         # One frame at a time (labelImage, label()): its JPEG rows are split over
         # the cores that would otherwise idle while it decodes.
@@ -67,11 +71,23 @@ class Classifier:
         batching engine asks for it only for a lone frame (a window's frames are
         already decoded in parallel, one per core).
         """
-        return decode(data, self.decode_size, self.limits, reuse, self.splitter if split else None)
+        return decode(data, self.decode_size_for, self.limits, reuse, self.splitter if split else None)
+
+    def decode_size_for(self, width: int, height: int) -> Tuple[int, int]:
+        """The smallest (width, height) a ``width`` x ``height`` image may be decoded
+        to: its crop region then still covers ``decode_oversample`` x the model input
+        (so the JPEG DCT scale is chosen on the region, not the whole frame)."""
+        if self.crop.whole_frame:
+            return self.decode_size
+        return self.crop.decode_size(width, height, self.model.input_size, self.config.decode_oversample)
+
+    def crop_box(self, frame: np.ndarray) -> Box | None:
+        """The region of ``frame`` the model sees, (x0, y0, x1, y1) in its pixels (None: all of it)."""
+        return self.crop.box(frame.shape[1], frame.shape[0], self.model.input_size)
 
     def fill(self, frame: np.ndarray, slot: np.ndarray) -> None:
-        """Stage 3: resize ``frame`` straight into ``slot`` (a view of an input tensor)."""
-        resize_into(frame, slot, mean=self.config.mean, std=self.config.std)
+        """Stage 3: resize ``frame``'s crop region straight into ``slot`` (a view of an input tensor)."""
+        resize_into(frame, slot, mean=self.config.mean, std=self.config.std, box=self.crop_box(frame))
 
     def results(self, raw: np.ndarray, k: int | None = None, min_confidence: float | None = None) -> Result:
         """Stage 5: one row of raw scores -> top-k list."""
