@@ -6,6 +6,10 @@ Order of sources: the mirror folder named by ``PYAI_MODELS_MIRROR`` (or
 mirror), then the public download URL. Nothing is written unless its
 hash matches, so a partial or tampered download never lands.
 
+The labelled ImageNet photos of the accuracy bench (``bench/accuracy.py``) are
+for research use only and are never downloaded: ``PYAI_SAMPLES_MIRROR`` names
+a folder holding them and their ``truth.csv`` (``samples_mirror()``).
+
     python models/fetch.py                 # default model + labels
     python models/fetch.py --all           # every pinned classifier
     python models/fetch.py --images        # the sample photos, into models/samples/
@@ -58,6 +62,7 @@ IMAGES: Dict[str, str] = {
 }
 SAMPLES = HERE / "samples"
 IMAGES_MIRROR_ENV = "PYAI_IMAGES_MIRROR"
+SAMPLES_MIRROR_ENV = "PYAI_SAMPLES_MIRROR"
 # Beside a checkout whose parent holds shared/models and shared/images (this
 # project's CI layout), those are used as mirrors when no variable names one.
 _NEIGHBOUR = HERE.parent.parent / "shared"
@@ -152,6 +157,21 @@ def default_mirror(env_name: str, neighbour: str) -> Optional[Path]:
         return Path(os.environ[MIRROR_ENV]).parent / "images"
     candidate = _NEIGHBOUR / neighbour
     return candidate if candidate.is_dir() else None
+
+
+def samples_mirror() -> Optional[Path]:
+    """The folder of labelled ImageNet photos (``truth.csv`` beside them), or None.
+
+    Never downloaded (ImageNet's photos are for research use only): it is
+    ``$PYAI_SAMPLES_MIRROR``, else ``imagenet-samples/`` beside the models
+    mirror or in the neighbouring ``shared/`` folder, when one holds truth.csv.
+    """
+    if os.environ.get(SAMPLES_MIRROR_ENV):
+        return Path(os.environ[SAMPLES_MIRROR_ENV])
+    candidates = [_NEIGHBOUR / "imagenet-samples"]
+    if os.environ.get(MIRROR_ENV):
+        candidates.insert(0, Path(os.environ[MIRROR_ENV]).parent / "imagenet-samples")
+    return next((c for c in candidates if (c / "truth.csv").is_file()), None)
 
 
 def fetch(names: Iterable[str], dest_dir: Path = HERE, mirror: Optional[Path] = None, quiet: bool = False) -> list:
