@@ -9,6 +9,10 @@ preprocessing choice (crop mode and fraction, ``decode_oversample``; see
 
 * top-1 and top-5 on the labelled ImageNet photos (``truth.csv``), through
   ``pyai.Classifier`` exactly as ``labelImage`` decodes, crops and resizes;
+* the same top-1 on 16:9 cuts of those photos (each cut to 16:9 along its long
+  side, centred, re-encoded as JPEG quality 95): the geometry of a camera
+  frame, where squashing the whole frame and keeping only its centre square
+  cost more than on ImageNet's mostly 4:3 photos;
 * top-1 on the sample photos whose right answer is not in doubt;
 * the per-frame p50 of a 720p camera frame through the plugin protocol
   (the packaged plugin installed as eKuiper does, ``pyai.hostsim``), all
@@ -116,6 +120,26 @@ def load_truth(folder: Path) -> List[Tuple[str, int]]:
         return [(row["file"], int(row["index"])) for row in csv.DictReader(f)]
 
 
+def cut_16_9(data: bytes) -> bytes:
+    """The photo cut to 16:9 along its long side (centred), as JPEG quality 95."""
+    import io
+
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = im.size
+    long_, short = max(w, h), min(w, h)
+    if long_ * 9 > short * 16:  # wider than 16:9 already: cut the long side instead
+        long_ = short * 16 // 9
+    else:
+        short = long_ * 9 // 16
+    cw, ch = (long_, short) if w >= h else (short, long_)
+    x0, y0 = (w - cw) // 2, (h - ch) // 2
+    buf = io.BytesIO()
+    im.crop((x0, y0, x0 + cw, y0 + ch)).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
 def models() -> List[str]:
     return [n for n in benchlib.fetch_module()["PINNED"] if n.endswith(".tflite")]
 
@@ -127,7 +151,7 @@ def label_indices(clf: Any, data: bytes) -> List[int]:
     return [int(r["label"].split(":", 1)[0]) for r in clf.label(data, top_k=5, min_confidence=0.0)]
 
 
-def evaluate(model: str, choice: Choice, photos: Sequence[Tuple[bytes, int]],
+def evaluate(model: str, choice: Choice, photos: Sequence[Tuple[bytes, int]], wide: Sequence[bytes],
              sure: Dict[str, Tuple[bytes, Tuple[int, ...]]]) -> Dict[str, Any]:
     from pyai import Classifier, Config
 
@@ -140,11 +164,12 @@ def evaluate(model: str, choice: Choice, photos: Sequence[Tuple[bytes, int]],
             got = label_indices(clf, data)
             top1.append(bool(got and got[0] == want))
             top5.append(want in got)
+        wide1 = [label_indices(clf, data)[0] == want for data, (_, want) in zip(wide, photos)]
         sure_hits = {name: label_indices(clf, data)[0] in ok for name, (data, ok) in sure.items()}
     finally:
         clf.close()
     return {"top1": float(np.mean(top1)), "top5": float(np.mean(top5)), "correct": top1,
-            "sure_photos": sure_hits}
+            "top1_16x9": float(np.mean(wide1)), "correct_16x9": wide1, "sure_photos": sure_hits}
 
 
 def paired(a: Sequence[bool], b: Sequence[bool], seed: int = 12) -> Dict[str, float]:
@@ -161,12 +186,13 @@ def paired(a: Sequence[bool], b: Sequence[bool], seed: int = 12) -> Dict[str, fl
 # -- speed, through the plugin protocol --------------------------------------------------
 
 
-def time_rows(env: Any, rows: List[Tuple[str, Choice]], calls: int, rounds: int, timeout: float) -> Dict[int, List[float]]:
-    """Per-frame seconds of the 720p frame for every row, one plugin session per row and
-    round, rows in a rotating order each round."""
+def time_rows(env: Any, rows: List[Tuple[str, Choice]], calls: int, rounds: int,
+              timeout: float) -> Dict[int, List[List[float]]]:
+    """Per-frame seconds of the 720p frame for every row and round (one plugin session
+    per row and round, rows in a rotating order each round)."""
     payload = benchlib.exec_request(benchlib.frame_bytes()["720p"])
     base = env.specs["pyai"]
-    samples: Dict[int, List[float]] = {i: [] for i in range(len(rows))}
+    samples: Dict[int, List[List[float]]] = {i: [] for i in range(len(rows))}
     per_round = max(1, calls // rounds)
     for r in range(rounds):
         order = list(range(len(rows)))
@@ -178,9 +204,22 @@ def time_rows(env: Any, rows: List[Tuple[str, Choice]], calls: int, rounds: int,
             xs = benchlib.plugin_session(
                 env, spec, timeout, lambda run: benchlib.timed_plugin_calls(run.host, payload, per_round, warmup=20),
                 log=log.info)
-            samples[i] += xs
+            samples[i].append(xs)
         log.info("  timing round %s/%s done", r + 1, rounds)
     return samples
+
+
+def p50_ms(xs: Sequence[float]) -> float:
+    return benchlib.summarize(xs)["p50"]
+
+
+def head_to_head(rounds: List[List[float]], base: List[List[float]]) -> Dict[str, Any]:
+    """p50 of a row over all rounds, its ratio to the base row's, and the ratio in each round."""
+    pooled = [x for r in rounds for x in r]
+    pooled_base = [x for r in base for x in r]
+    return {"p50_ms": p50_ms(pooled), "base_p50_ms": p50_ms(pooled_base),
+            "ratio": p50_ms(pooled) / p50_ms(pooled_base),
+            "round_ratios": [p50_ms(a) / p50_ms(b) for a, b in zip(rounds, base)]}
 
 
 # -- report ------------------------------------------------------------------------------
@@ -201,17 +240,26 @@ def print_table(res: Dict[str, Any]) -> None:
     print(f"\n{n} labelled photos ({res['samples_folder_name']}); 720p p50 through the protocol, "
           f"{res['settings']['calls']} calls in {res['settings']['rounds']} rounds; "
           f"diff = top-1 minus the previous default's, bootstrap 95% interval, split halves")
-    head = f"{'model':38s} {'preprocessing':28s} {'top-1':>6s} {'top-5':>6s} {'p50 ms':>7s} {'sure':>5s}  diff [95%]  halves"
+    head = (f"{'model':30s} {'preprocessing':28s} {'top-1':>6s} {'top-5':>6s} {'16:9':>6s} {'p50 ms':>7s} {'sure':>5s}"
+            "  diff [95%]  halves  16:9 diff [95%]")
     print(head)
     print("-" * len(head))
     for row in rows:
         p = row["vs_previous"]
         ms = f"{row['p50_ms']:7.2f}" if row.get("p50_ms") is not None else f"{'-':>7s}"
         marks = ("*" if row.get("pareto") else " ") + ("D" if row.get("default") else " ") + ("P" if row.get("previous") else " ")
-        print(f"{row['model'][:-7]:38s} {row['choice_name']:28s} {100 * row['top1']:5.1f}% {100 * row['top5']:5.1f}% {ms} "
+        q = row["vs_previous_16x9"]
+        print(f"{row['model'][:-7]:30s} {row['choice_name']:28s} {100 * row['top1']:5.1f}% {100 * row['top5']:5.1f}% "
+              f"{100 * row['top1_16x9']:5.1f}% {ms} "
               f"{sum(row['sure_photos'].values()):2d}/{len(row['sure_photos'])}  {100 * p['diff']:+5.1f} "
-              f"[{100 * p['ci95'][0]:+.1f}, {100 * p['ci95'][1]:+.1f}] {100 * p['half_even']:+.1f}/{100 * p['half_odd']:+.1f} {marks}")
+              f"[{100 * p['ci95'][0]:+.1f}, {100 * p['ci95'][1]:+.1f}] {100 * p['half_even']:+.1f}/{100 * p['half_odd']:+.1f}"
+              f"  {100 * q['diff']:+5.1f} [{100 * q['ci95'][0]:+.1f}, {100 * q['ci95'][1]:+.1f}] {marks}")
     print("* = no other row is both more accurate and faster; D = the shipped default; P = the previous default")
+    duel = res.get("previous_vs_shipped_p50")
+    if duel:
+        print(f"head to head, {len(duel['round_ratios'])} alternating rounds: shipped default {duel['p50_ms']:.2f} ms, "
+              f"previous {duel['base_p50_ms']:.2f} ms per 720p frame: {duel['ratio']:.2f}x "
+              f"(rounds {min(duel['round_ratios']):.2f}-{max(duel['round_ratios']):.2f}x)")
 
 
 def write_chart(res: Dict[str, Any], path: Path) -> str:
@@ -263,6 +311,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer choices and calls")
     ap.add_argument("--calls", type=int, help="timed 720p calls per row, over all rounds (full 240, quick 60)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (default 3)")
+    ap.add_argument("--duel-rounds", type=int, default=8,
+                    help="rounds of the previous vs the shipped default head to head (default 8, 150 calls each)")
     ap.add_argument("--no-timing", action="store_true", help="accuracy only (no plugin install, no ms)")
     ap.add_argument("--models", help="comma-separated model files (default: every pinned model)")
     ap.add_argument("--python", help="run the plugin with this interpreter instead of installing it (see report.py)")
@@ -281,14 +331,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     assets = benchlib.ensure_assets()
     truth = load_truth(folder)
     photos = [((folder / f).read_bytes(), idx) for f, idx in truth]
+    wide = [cut_16_9(data) for data, _ in photos]
     sure = {p.name: (p.read_bytes(), SURE_TOP1[p.name]) for p in assets["photos"] if p.name in SURE_TOP1}
     choices = grid(args.quick)
     rows_spec = [(m, c) for m in names for c in choices]
     log.info("accuracy: %s models x %s choices on %s photos ...", len(names), len(choices), len(photos))
     evals = []
     for m, c in rows_spec:
-        e = evaluate(m, c, photos, sure)
-        log.info("  %-38s %-28s top-1 %.1f%% top-5 %.1f%%", m[:-7], c.name, 100 * e["top1"], 100 * e["top5"])
+        e = evaluate(m, c, photos, wide, sure)
+        log.info("  %-30s %-28s top-1 %.1f%% top-5 %.1f%% 16:9 top-1 %.1f%%", m[:-7], c.name, 100 * e["top1"],
+                 100 * e["top5"], 100 * e["top1_16x9"])
         evals.append(e)
 
     from pyai.config import Config
@@ -301,7 +353,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     prev = evals[keys.index(PREVIOUS)]
 
     calls = args.calls or (60 if args.quick else 240)
-    timings: Dict[int, List[float]] = {}
+    timings: Dict[int, List[List[float]]] = {}
+    duel: Dict[str, Any] = {}
     tmp = None
     if not args.no_timing:
         tmp = tempfile.TemporaryDirectory(prefix="pyai-accuracy-")
@@ -309,17 +362,26 @@ def main(argv: Optional[List[str]] = None) -> int:
             env = benchlib.prepare_env(Path(tmp.name), [args.python] if args.python else None, log=log.info)
             log.info("720p per-frame timing through the protocol: %s rows x %s calls ...", len(rows_spec), calls)
             timings = time_rows(env, rows_spec, calls, max(1, args.rounds), benchlib.host_timeout_s(False))
+            if default_key in keys and args.duel_rounds > 0:
+                # The grid's few calls a row leave 5-10% of noise on a shared machine:
+                # the two defaults again, alone and alternating, for the ratio.
+                duel_rows = [rows_spec[keys.index(PREVIOUS)], rows_spec[keys.index(default_key)]]
+                log.info("previous vs shipped default, %s rounds x 150 calls each ...", args.duel_rounds)
+                d = time_rows(env, duel_rows, 150 * args.duel_rounds, args.duel_rounds, benchlib.host_timeout_s(False))
+                duel = head_to_head(d[1], d[0])
         finally:
             tmp.cleanup()
 
     rows = []
     for i, ((m, c), e) in enumerate(zip(rows_spec, evals)):
         row = {"model": m, "choice": c.config(), "choice_name": c.name, "top1": e["top1"], "top5": e["top5"],
-               "sure_photos": e["sure_photos"], "vs_previous": paired(e["correct"], prev["correct"]),
+               "top1_16x9": e["top1_16x9"], "sure_photos": e["sure_photos"],
+               "vs_previous": paired(e["correct"], prev["correct"]),
+               "vs_previous_16x9": paired(e["correct_16x9"], prev["correct_16x9"]),
                "default": keys[i] == default_key, "previous": keys[i] == PREVIOUS}
         if i in timings:
-            s = benchlib.summarize(timings[i])
-            row.update({"p50_ms": s["p50"] * 1e3, "p90_ms": s["p90"] * 1e3, "calls": len(timings[i])})
+            s = benchlib.summarize([x for r in timings[i] for x in r])
+            row.update({"p50_ms": s["p50"], "p90_ms": s["p90"], "calls": s["n"]})
         rows.append(row)
     if timings:
         for i in pareto([(r["top1"], r["p50_ms"]) for r in rows]):
@@ -330,7 +392,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         d = evals[keys.index(default_key)]
         for i, (m, c) in enumerate(rows_spec):
             if keys[i] != default_key:
-                default_vs[f"{m[:-7]} | {c.name}"] = paired(d["correct"], evals[i]["correct"])
+                default_vs[f"{m[:-7]} | {c.name}"] = {
+                    "photos": paired(d["correct"], evals[i]["correct"]),
+                    "16x9": paired(d["correct_16x9"], evals[i]["correct_16x9"])}
     info = benchlib.machine_info()
     res = {
         "schema": 1,
@@ -343,7 +407,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                      "frame": benchlib.FRAMES["720p"], "previous_default": PREVIOUS, "shipped_default": default_key},
         "rows": rows,
         "default_vs_others": default_vs,
+        "previous_vs_shipped_p50": duel,
         "per_photo_correct": {f"{m} | {c.name}": e["correct"] for (m, c), e in zip(rows_spec, evals)},
+        "per_photo_correct_16x9": {f"{m} | {c.name}": e["correct_16x9"] for (m, c), e in zip(rows_spec, evals)},
         "photo_files": [f for f, _ in truth],
         "bench_seconds": time.perf_counter() - t0,
     }
