@@ -84,7 +84,8 @@ def run_worker(env: benchlib.PluginEnv, calls: int, out: Path, photos: bool) -> 
     """bench/stages.py with the plugin's interpreter: per-stage samples (and accuracy refs)."""
     cmd = env.python + [str(HERE / "stages.py"), "--pyai-dir", str(env.pyai_dir), "--calls", str(calls),
                         "--out", str(out)] + ([] if photos else ["--no-photos"])
-    subprocess.run(cmd, cwd=str(env.pyai_dir), check=True)
+    # The plugins' environment: the worker's classifier then runs the same model as they do.
+    subprocess.run(cmd, cwd=str(env.pyai_dir), check=True, env=env.plugin_env())
     return json.loads(out.read_text())
 
 
