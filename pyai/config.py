@@ -76,14 +76,14 @@ class Config:
     stats_log_interval_s: how often the engine logs its counters; 0 disables.
     """
 
-    model: str = "mobilenet_v2_1.0_224_quant.tflite"
+    model: str = "tf2_mobilenet_v2_1.0_224_ptq.tflite"
     labels: str = "imagenet_labels.txt"
     threads: int = 0
     top_k: int = 5
     min_confidence: float = 0.0
     decode_oversample: float = 1.1
     crop_mode: str = "stretch"
-    crop_fraction: float = 1.0
+    crop_fraction: float = 0.875
     decode_threads: int = 0
     mean: float = 127.5
     std: float = 127.5

@@ -85,6 +85,32 @@ def reference_top1(clf, data: bytes):
     return reference_label(clf, data)[0]
 
 
+# Photos on a decision boundary: +-1 LSB on the input moves the reference's own
+# score by more than 0.1 (bench/README.md), so their confidence is not compared.
+FRAGILE = {"kite_and_cold.jpg", "pets.jpg"}
+
+
+def assert_like_reference(clf, name: str, data: bytes) -> dict:
+    """The fast path's top-1 is the careful reference's, its confidence within 0.1.
+
+    Where the reference itself is unsure (its top two within 0.1, e.g. face.jpg
+    with a crop: 0.06 restaurant vs 0.04 academic gown), the top-1 must be one of
+    its top two; the confidence of a FRAGILE photo is not compared. Returns the
+    fast path's top-1.
+    """
+    from pyai.reference import reference_label
+
+    top = clf.label(data)[0]
+    ref = reference_label(clf, data, k=2)
+    if ref[0]["confidence"] - ref[1]["confidence"] > 0.1:
+        assert top["label"] == ref[0]["label"], name
+    else:
+        assert top["label"] in (ref[0]["label"], ref[1]["label"]), name
+    if name not in FRAGILE and top["label"] == ref[0]["label"]:
+        assert abs(top["confidence"] - ref[0]["confidence"]) <= 0.1, name
+    return top
+
+
 # -- the plugin, installed as eKuiper installs it ------------------------------------
 
 
