@@ -189,3 +189,22 @@ def test_new_default_labels_the_sure_photos(models_dir, labels_path, images):
             top = assert_like_reference(clf, name, data)
             if name in EXPECTED_TOP1 and name != "grace_hopper.bmp":
                 assert top["label"] == EXPECTED_TOP1[name], name
+
+
+def test_previous_default_and_the_tutorial_layout_from_config(models_dir, labels_path, images, tmp_path):
+    # The tutorial's model (mobilenet_v1_1.0_224_quant) is not mirrored here; its
+    # zip holds the model and labels_mobilenet_quant_v1_224.txt (1001 lines,
+    # "background" first, as imagenet_labels.txt). The same layout with a model we
+    # have, the previous default, and the previous preprocessing: all from config.
+    import shutil
+
+    shutil.copy(models_dir / "mobilenet_v2_1.0_224_quant.tflite", tmp_path / "mobilenet_v2_1.0_224_quant.tflite")
+    shutil.copy(labels_path, tmp_path / "labels_mobilenet_quant_v1_224.txt")
+    (tmp_path / "pyai_config.json").write_text(
+        '{"model": "mobilenet_v2_1.0_224_quant.tflite", "labels": "labels_mobilenet_quant_v1_224.txt",'
+        ' "crop_mode": "stretch", "crop_fraction": 1.0, "threads": 1}')
+    with Classifier(load_config(tmp_path, env={})) as clf:
+        assert clf.crop_box(clf.decode_bytes(images["cat_720p.jpg"])) is None
+        top = clf.label(images["cat_720p.jpg"])[0]
+        # The previous default's answer: 0.79 here.
+        assert top["label"] == "286:Egyptian cat" and top["confidence"] > 0.75

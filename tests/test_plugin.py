@@ -71,7 +71,11 @@ def test_tutorial_rule_shape(host, images):
     # SELECT labelImage(self)[0]->label AS label FROM tfdemo
     reply = host.exec("labelImage", images["cat_720p.jpg"])
     assert reply.result[0]["label"] == "286:Egyptian cat"
-    assert 0.7 < reply.result[0]["confidence"] <= 1.0
+    # A clear answer, whichever model the zip ships: mobilenet_v2_1.0_224_quant says
+    # 0.71 (tabby 0.12), tf2_mobilenet_v2_1.0_224_ptq 0.52 (tabby 0.18), both with the
+    # default crop.
+    first, second = reply.result[0]["confidence"], reply.result[1]["confidence"]
+    assert 2 * second < first <= 1.0
 
 
 def test_optional_topk_and_min_confidence(host, images):
