@@ -4,6 +4,7 @@ installed as eKuiper installs it, and a host that speaks the plugin protocol."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import runpy
 import shlex
@@ -17,6 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 FETCH = runpy.run_path(str(REPO / "models" / "fetch.py"))
 MODEL_NAMES = [n for n in FETCH["PINNED"] if n.endswith(".tflite")]
 DEFAULT_MODEL = "mobilenet_v2_1.0_224_quant.tflite"
+# What the plugin zip ships (its model and labels are packed by name from it).
+SHIPPED_CONFIG = json.loads((REPO / "pyai" / "plugin" / "files" / "pyai_config.json").read_text())
 TINY_MODEL = "mobilenet_v1_0.25_128_quant.tflite"
 
 # Top-1 of mobilenet_v2_1.0_224_quant with a careful resize (shared/README.md);

@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from .conftest import EXPECTED_TOP1, labels_of
+from .conftest import EXPECTED_TOP1, SHIPPED_CONFIG, labels_of
 
 
 def test_zip_layout(plugin_zip):
@@ -28,8 +28,8 @@ def test_zip_layout(plugin_zip):
                 assert text["en_US"] and text["zh_CN"]
     assert manifest["language"] == "python"
     assert manifest["executable"] in names
-    assert {"install.sh", "requirements.txt", "pyai_config.json", "mobilenet_v2_1.0_224_quant.tflite",
-            "imagenet_labels.txt", "pyai/__init__.py", "pyai/plugin/main.py",
+    assert {"install.sh", "requirements.txt", "pyai_config.json", SHIPPED_CONFIG["model"],
+            SHIPPED_CONFIG["labels"], "pyai/__init__.py", "pyai/plugin/main.py",
             "native_preproc/native_preproc.c", "functions/labelImage.json"} <= names
     assert not any(n.startswith("tests/") or n.endswith(".pyc") for n in names)
 
