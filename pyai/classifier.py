@@ -1,10 +1,10 @@
 """The plain Python API: bytes -> decoded frame -> tensor -> scores -> labels.
 
 >>> from pyai import Classifier
->>> with Classifier(model="models/mobilenet_v2_1.0_224_quant.tflite",
+>>> with Classifier(model="models/tf2_mobilenet_v2_1.0_224_ptq.tflite",
 ...                 labels="models/imagenet_labels.txt") as clf:
 ...     clf.label(open("cat.jpg", "rb").read())[0]
-{'confidence': 0.82, 'label': '286:Egyptian cat'}
+{'confidence': 0.52, 'label': '286:Egyptian cat'}
 """
 
 from __future__ import annotations
