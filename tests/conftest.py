@@ -88,8 +88,12 @@ def reference_top1(clf, data: bytes):
     return reference_label(clf, data)[0]
 
 
-# Photos on a decision boundary: +-1 LSB on the input moves the reference's own
-# score by more than 0.1 (bench/README.md), so their confidence is not compared.
+# Photos whose confidence is not compared with the reference's: pets.jpg sits on a
+# decision boundary (+-1 LSB on the input moves the reference's own score by more
+# than 0.1, bench/README.md); so does kite_and_cold.jpg with mobilenet_v2, and with
+# the tf2 default and its crop its fast path is 0.11 below the reference (the 3/8
+# DCT-scale decode of a detailed 1352x900 photo; README, targets). Its top-1 is
+# still checked.
 FRAGILE = {"kite_and_cold.jpg", "pets.jpg"}
 
 
