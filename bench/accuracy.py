@@ -172,6 +172,10 @@ def evaluate(model: str, choice: Choice, photos: Sequence[Tuple[bytes, int]], wi
             "top1_16x9": float(np.mean(wide1)), "correct_16x9": wide1, "sure_photos": sure_hits}
 
 
+def bits(flags: Sequence[bool]) -> str:
+    return "".join("1" if f else "0" for f in flags)
+
+
 def paired(a: Sequence[bool], b: Sequence[bool], seed: int = 12) -> Dict[str, float]:
     """Top-1 of a minus top-1 of b on the same photos: the difference, a bootstrap 95%
     interval, and the difference on each half (even / odd rows)."""
@@ -411,8 +415,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         "rows": rows,
         "default_vs_others": default_vs,
         "previous_vs_shipped_p50": duel,
-        "per_photo_correct": {f"{m} | {c.name}": e["correct"] for (m, c), e in zip(rows_spec, evals)},
-        "per_photo_correct_16x9": {f"{m} | {c.name}": e["correct_16x9"] for (m, c), e in zip(rows_spec, evals)},
+        # One character a photo, in the order of photo_files: 1 = top-1 right.
+        "per_photo_correct": {f"{m} | {c.name}": bits(e["correct"]) for (m, c), e in zip(rows_spec, evals)},
+        "per_photo_correct_16x9": {f"{m} | {c.name}": bits(e["correct_16x9"]) for (m, c), e in zip(rows_spec, evals)},
         "photo_files": [f for f, _ in truth],
         "bench_seconds": time.perf_counter() - t0,
     }
