@@ -208,3 +208,19 @@ def test_previous_default_and_the_tutorial_layout_from_config(models_dir, labels
         top = clf.label(images["cat_720p.jpg"])[0]
         # The previous default's answer: 0.79 here.
         assert top["label"] == "286:Egyptian cat" and top["confidence"] > 0.75
+
+
+def test_per_call_crop_is_the_configured_one(tiny_crops, images):
+    # Classifier.label(crop=...) (MediaPipe's per-call region of interest) gives
+    # what a classifier configured with that crop gives, decode size included.
+    from pyai import Crop
+
+    whole = tiny_crops[("stretch", 1.0)]
+    for mode in MODES:
+        configured = tiny_crops[mode]
+        for name in ("cat_720p.jpg", "parrot.jpg", "bird.bmp"):
+            assert whole.label(images[name], crop=Crop(*mode)) == configured.label(images[name]), (mode, name)
+        frame = whole.decode_bytes(images["cat_720p.jpg"], crop=Crop(*mode))
+        assert frame.shape == configured.decode_bytes(images["cat_720p.jpg"]).shape
+    # The config's crop is untouched by a per-call one.
+    assert whole.crop_box(whole.decode_bytes(images["cat_720p.jpg"])) is None
