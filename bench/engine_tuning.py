@@ -37,7 +37,7 @@ SHIPPED = (
     "mobilenet_v1_0.75_192_quant.tflite",
     "tf2_mobilenet_v2_1.0_224_ptq.tflite",
 )
-DEFAULT_MODEL = SHIPPED[0]
+DEFAULT_MODEL = "tf2_mobilenet_v2_1.0_224_ptq.tflite"  # pyai's default (pyai.Config)
 FRAME = MODELS / "samples" / "cat_720p.jpg"
 WINDOW = 8
 

@@ -24,7 +24,7 @@ then prints the table and writes bench/results/<arch>.json and <arch>.png
 (<arch>-emulated.* under qemu, so an emulated run never replaces a board's numbers).
 
 The floor is transport (pyai runtime, constant reply) + bare scaled decode
-(simplejpeg with min_width/min_height at the classifier's decode size) + bare invoke
+(simplejpeg with min_width/min_height at the classifier's decode size for the frame) + bare invoke
 (Model.run), each measured in this run, summed at p50 (and at p90/p99, which
 over-states the tails of a sum). The floor plugin measures the same work in one
 process as a cross-check.
@@ -84,7 +84,8 @@ def run_worker(env: benchlib.PluginEnv, calls: int, out: Path, photos: bool) -> 
     """bench/stages.py with the plugin's interpreter: per-stage samples (and accuracy refs)."""
     cmd = env.python + [str(HERE / "stages.py"), "--pyai-dir", str(env.pyai_dir), "--calls", str(calls),
                         "--out", str(out)] + ([] if photos else ["--no-photos"])
-    subprocess.run(cmd, cwd=str(env.pyai_dir), check=True)
+    # The plugins' environment: the worker's classifier then runs the same model as they do.
+    subprocess.run(cmd, cwd=str(env.pyai_dir), check=True, env=env.plugin_env())
     return json.loads(out.read_text())
 
 
@@ -402,7 +403,8 @@ def print_report(res: Dict[str, Any]) -> None:
         f" | emulated: {'YES (' + '; '.join(emu['reasons']) + ') - timings mean nothing' if emu['emulated'] else 'no'}")
     md = m["model"]
     log(f"model: {md['model']} {md['input']} {md['input_dtype']}, {md['runtime']}, {md['threads']} interpreter threads; "
-        f"decode size {m['decode_size'][0]}x{m['decode_size'][1]} (oversample {m['decode_oversample']})")
+        f"crop {m.get('crop', {}).get('mode', 'stretch')} {m.get('crop', {}).get('fraction', 1.0):g}, oversample "
+        f"{m['decode_oversample']} (decoded sizes below)")
     log(f"plugin: {res['plugin_env']['how']} ({res['plugin_env']['install_seconds']:.0f} s)")
     s = res["settings"]
     log(f"calls per plugin per frame: {s['calls']} (baseline {s['baseline_calls']}) in {s['rounds']} rounds; "

@@ -10,7 +10,8 @@ suite (bench/test_bench_stages.py) times the same callables built by :func:`stag
 
 Stages, for one Go-style request carrying a JPEG frame:
   request   parse_request (split the Exec request, frame left as a memoryview) + b64decode
-  decode    pyai.decode.decode at the classifier's decode_size (libjpeg DCT scaling)
+  decode    pyai.decode.decode at the classifier's decode size for the frame (libjpeg DCT
+            scaling; with a crop, the size at which the crop region covers the input)
   resize    pyai.resize.resize_into, the implementation the plugin uses; also
             native_preproc.resize_into and pyai.resize.resize_into_numpy one by one
   invoke    Model.run
@@ -93,7 +94,7 @@ def stage_calls(clf, data: bytes) -> Dict[str, Callable[[], Any]]:
     import numpy as np
     import simplejpeg
 
-    from pyai.decode import decode
+    from pyai.decode import decode, inspect
     from pyai.plugin.functions import ClassifierHolder, LabelImage
     from pyai.plugin.runtime import encode_reply, handle_function_request, parse_request
     from pyai.source import b64decode
@@ -103,13 +104,15 @@ def stage_calls(clf, data: bytes) -> Dict[str, Callable[[], Any]]:
     max_bytes = cfg.max_encoded_bytes
     view = parse_request(request)["arg"][0].view
     assert b64decode(view, max_bytes) == data
-    frame = decode(data, clf.decode_size, clf.limits)
+    frame = decode(data, clf.decode_size_for, clf.limits)
     slot = clf.model.input_slot(0)
     clf.fill(frame, slot)
     raw = np.array(clf.model.run()[0], copy=True)
     result = clf.results(raw)
     fn = LabelImage(ClassifierHolder(lambda: clf))
-    min_w, min_h = clf.decode_size
+    # The floor decodes to the same size as pyai (its crop region's need), in one piece.
+    header = inspect(data)
+    min_w, min_h = clf.decode_size_for(header.width, header.height)
     mean, std = cfg.mean, cfg.std
 
     calls: Dict[str, Callable[[], Any]] = {
@@ -152,7 +155,7 @@ def measure_stages(clf, frames: Dict[str, bytes], calls: int, log=print) -> Dict
     for fname, data in frames.items():
         from pyai.decode import decode
 
-        frame = decode(data, clf.decode_size, clf.limits)
+        frame = decode(data, clf.decode_size_for, clf.limits)
         entry: Dict[str, Any] = {"bytes": len(data), "decoded_shape": list(frame.shape), "stages": {}}
         fns = stage_calls(clf, data)
         # Interleave: two passes over all stages, so a burst of noise hits all of them.
@@ -243,7 +246,8 @@ def run(pyai_dir: Optional[str], calls: int, photos: bool, log=print) -> Dict[st
     info["resize_impl"] = resize_implementation()
     info["model"] = clf.describe()
     info["jpeg_decoder"] = info["model"]["jpeg_decoder"]
-    info["decode_size"] = list(clf.decode_size)
+    info["decode_size"] = list(clf.decode_size)  # the whole frame's; each frame's is in "decoded_shape"
+    info["crop"] = {"mode": clf.config.crop_mode, "fraction": clf.config.crop_fraction}
     info["decode_oversample"] = clf.config.decode_oversample
     log(f"  worker: {info['arch']} python {info['python']}, {info['model']}, resize={info['resize_impl']}")
     result: Dict[str, Any] = {"machine": info, "classifier_load_s": load_s,

@@ -24,7 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define NATIVE_PREPROC_VERSION "0.1.0"
+#define NATIVE_PREPROC_VERSION "0.2.0"
 
 /* Bigger frames are refused: for a camera pipeline they are a caller bug,
  * and the bound keeps every size product far from overflowing. */
@@ -61,9 +61,9 @@ triangle(double x)
 
 /* Coefficient slots per output sample, sized as Pillow sizes them. */
 static uint64_t
-coeff_slots(int in_size, int out_size)
+coeff_slots(double in_span, int out_size)
 {
-    double scale = (double)in_size / out_size;
+    double scale = in_span / out_size;
     double filterscale = scale < 1.0 ? 1.0 : scale;
     return (uint64_t)ceil(filterscale) * 2 + 1;
 }
@@ -72,7 +72,10 @@ coeff_slots(int in_size, int out_size)
  * For every output sample: first input index, tap count and normalised
  * weights (`slots` floats per sample).  The window arithmetic follows
  * Pillow's precompute_coeffs in double so that the truncating casts select
- * exactly the same input pixels.
+ * exactly the same input pixels.  The output spans the source interval
+ * [in0, in1) (Pillow's resize box): a crop is only an offset and another
+ * scale here, and windows near the crop's edge still reach past it, up to
+ * the image's edge, exactly as Pillow's do.
  *
  * With `fixed` set, every sample gets the same tap count K (the largest),
  * the window being slid left where it would run off the end and padded with
@@ -81,10 +84,10 @@ coeff_slots(int in_size, int out_size)
  * few extra zero taps.  Returns K.
  */
 static int
-compute_coeffs(int in_size, int out_size, int slots, int fixed, int *bounds,
-               float *k)
+compute_coeffs(int in_size, double in0, double in1, int out_size, int slots,
+               int fixed, int *bounds, float *k)
 {
-    double scale = (double)in_size / out_size;
+    double scale = (in1 - in0) / out_size;
     double filterscale = scale < 1.0 ? 1.0 : scale;
     double support = 1.0 * filterscale; /* the triangle's support is 1 */
     double ss = 1.0 / filterscale;
@@ -92,7 +95,7 @@ compute_coeffs(int in_size, int out_size, int slots, int fixed, int *bounds,
     int xx, x;
 
     for (xx = 0; xx < out_size; xx++) {
-        double center = (xx + 0.5) * scale;
+        double center = in0 + (xx + 0.5) * scale;
         /* (int) truncates toward zero like Pillow; the clamp below then
          * takes care of windows starting left of the image. */
         int xmin = (int)(center - support + 0.5);
@@ -115,7 +118,7 @@ compute_coeffs(int in_size, int out_size, int slots, int fixed, int *bounds,
     }
 
     for (xx = 0; xx < out_size; xx++) {
-        double center = (xx + 0.5) * scale;
+        double center = in0 + (xx + 0.5) * scale;
         double ww = 0.0;
         int xmin = bounds[2 * xx];
         int n = bounds[2 * xx + 1];
@@ -335,6 +338,9 @@ typedef struct {
     const uint8_t *src;
     void *dst;
     int H, W, h, w;
+    double bx0, by0, bx1, by1; /* source region (Pillow's box), see resize_into */
+    int x0, Wc;     /* source columns any window reads: [x0, x0 + Wc) */
+    int round_h;    /* round the horizontal pass (the vertical one is not an identity) */
     enum out_kind kind;
     float mean, std;
     int xslots, yslots;
@@ -379,7 +385,7 @@ static void
 hfilter_rows(job_t *j, const uint8_t *const in[4], float *const out[4],
              int taps, int round)
 {
-    size_t n = 3 * (size_t)j->W;
+    size_t n = 3 * (size_t)j->Wc;
 
     interleave4(in[0], in[1], in[2], in[3], j->blk8, n);
     widen(j->blk8, j->blkf, 4 * n);
@@ -397,11 +403,15 @@ hblock(job_t *j, int first, int taps)
     size_t src_stride = 3 * (size_t)j->W;
     int r;
 
-    in[0] = j->src + (size_t)first * src_stride; /* first < H always */
+    /* Only the columns some window reads are filtered: a crop's margins
+     * cost nothing. */
+    const uint8_t *base = j->src + 3 * (size_t)j->x0;
+
+    in[0] = base + (size_t)first * src_stride; /* first < H always */
     for (r = 0; r < 4; r++) {
         int row = first + r;
         if (row < j->H) {
-            in[r] = j->src + (size_t)row * src_stride;
+            in[r] = base + (size_t)row * src_stride;
             out[r] = j->ring + (size_t)(row % j->ring_rows) * j->row_stride;
         }
         else {
@@ -410,9 +420,10 @@ hblock(job_t *j, int first, int taps)
             out[r] = j->junk + (size_t)(r - 1) * j->row_stride;
         }
     }
-    /* With the height unchanged the vertical pass is exact and this is
-     * the only rounding pass: Pillow rounds once, so must this. */
-    hfilter_rows(j, in, out, taps, j->H != j->h);
+    /* With the height unchanged (and no vertical crop) the vertical pass is
+     * exact and this is the only rounding pass: Pillow rounds once, so must
+     * this. */
+    hfilter_rows(j, in, out, taps, j->round_h);
 }
 
 /* Horizontal pass first (Pillow's order unless the height shrinks much
@@ -447,7 +458,9 @@ run_hfirst(job_t *j, int taps)
 static void
 run_vfirst(job_t *j, int taps)
 {
-    size_t n3 = 3 * (size_t)j->W;
+    size_t stride = 3 * (size_t)j->W;
+    size_t n3 = 3 * (size_t)j->Wc; /* the columns some window reads */
+    const uint8_t *base = j->src + 3 * (size_t)j->x0;
     int y, r;
 
     for (y = 0; y < j->h; y += 4) {
@@ -458,7 +471,7 @@ run_vfirst(job_t *j, int taps)
             uint8_t *row = j->vrows + (size_t)r * n3;
             out[r] = j->ring + (size_t)r * j->row_stride;
             if (y + r < j->h) {
-                vfilter_u8(j->acc, j->src, n3, j->yb[2 * (y + r)],
+                vfilter_u8(j->acc, base, stride, j->yb[2 * (y + r)],
                            j->yk + (size_t)(y + r) * j->yslots,
                            j->yb[2 * (y + r) + 1], n3);
                 /* Round half up and clamp, as Pillow's 8-bit pass does. */
@@ -479,7 +492,10 @@ run_vfirst(job_t *j, int taps)
  * more than twice as many pixels as the width; the order decides where the
  * intermediate 8-bit rounding happens, so it is followed to match.  With
  * the width unchanged there is only the vertical pass, which the
- * horizontal-first code does as well (its horizontal pass is then exact). */
+ * horizontal-first code does as well (its horizontal pass is then exact).
+ * With a box Pillow still compares the whole image's sizes, not the box's
+ * (checked against Pillow 13: a tall frame's centre square goes vertical
+ * first). */
 static int
 vertical_first(int H, int W, int h, int w)
 {
@@ -489,9 +505,17 @@ vertical_first(int H, int W, int h, int w)
 static void
 run_job(job_t *j)
 {
-    int taps = compute_coeffs(j->W, j->w, j->xslots, 1, j->xb, j->xk);
+    int taps = compute_coeffs(j->W, j->bx0, j->bx1, j->w, j->xslots, 1,
+                              j->xb, j->xk);
+    int x;
 
-    compute_coeffs(j->H, j->h, j->yslots, 0, j->yb, j->yk);
+    /* Windows move only right: the first starts leftmost, the last ends
+     * rightmost.  Rebase them on the first column any of them reads. */
+    j->x0 = j->xb[0];
+    j->Wc = j->xb[2 * (j->w - 1)] + taps - j->x0;
+    for (x = 0; x < j->w; x++)
+        j->xb[2 * x] -= j->x0;
+    compute_coeffs(j->H, j->by0, j->by1, j->h, j->yslots, 0, j->yb, j->yk);
     if (j->vfirst)
         run_vfirst(j, taps);
     else
@@ -619,6 +643,67 @@ check_image(const Py_buffer *v, const char *name, int *rows, int *cols)
     return 0;
 }
 
+/* box: None (the whole source) or four real numbers (x0, y0, x1, y1), the
+ * source region that is resized into dst, in source pixel coordinates
+ * (Pillow's resize box; fractions allowed).  Needs j->H and j->W. */
+static int
+parse_box(PyObject *box, job_t *j)
+{
+    double v[4];
+    PyObject *seq;
+    int i;
+
+    if (box == NULL || box == Py_None) {
+        j->bx0 = j->by0 = 0.0;
+        j->bx1 = j->W;
+        j->by1 = j->H;
+        return 0;
+    }
+    seq = PySequence_Fast(box, "box must be None or a sequence of 4 numbers (x0, y0, x1, y1)");
+    if (seq == NULL)
+        return -1;
+    if (PySequence_Fast_GET_SIZE(seq) != 4) {
+        PyErr_Format(PyExc_ValueError,
+                     "box must have 4 numbers (x0, y0, x1, y1), got %zd",
+                     PySequence_Fast_GET_SIZE(seq));
+        Py_DECREF(seq);
+        return -1;
+    }
+    for (i = 0; i < 4; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (PyUnicode_Check(item) || PyBytes_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "box must hold real numbers, not %.200s",
+                         Py_TYPE(item)->tp_name);
+            Py_DECREF(seq);
+            return -1;
+        }
+        v[i] = PyFloat_AsDouble(item);
+        if (v[i] == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    /* The negated comparisons also refuse NaN. */
+    if (!(isfinite(v[0]) && isfinite(v[1]) && isfinite(v[2]) && isfinite(v[3]) &&
+          v[0] >= 0.0 && v[1] >= 0.0 && v[0] < v[2] && v[1] < v[3] &&
+          v[2] <= j->W && v[3] <= j->H)) {
+        PyObject *got = Py_BuildValue("(dddd)", v[0], v[1], v[2], v[3]);
+        if (got != NULL)
+            PyErr_Format(PyExc_ValueError,
+                         "box must satisfy 0 <= x0 < x1 <= %d and "
+                         "0 <= y0 < y1 <= %d (the source's width and height), "
+                         "got %R", j->W, j->H, got);
+        Py_XDECREF(got);
+        return -1;
+    }
+    j->bx0 = v[0];
+    j->by0 = v[1];
+    j->bx1 = v[2];
+    j->by1 = v[3];
+    return 0;
+}
+
 /* Scratch buffers of one call. */
 enum {
     S_XK, S_YK, S_XB, S_YB, S_BLK8, S_BLKF, S_TMP, S_RING, S_JUNK, S_ACC,
@@ -636,7 +721,7 @@ round_up(uint64_t n, uint64_t a)
 /* ------------------------------------------------------------------------ */
 
 PyDoc_STRVAR(resize_into_doc,
-"resize_into($module, /, src, dst, *, mean=127.5, std=127.5)\n"
+"resize_into($module, /, src, dst, *, mean=127.5, std=127.5, box=None)\n"
 "--\n"
 "\n"
 "Resize an RGB uint8 image into dst, in place.\n"
@@ -652,14 +737,18 @@ PyDoc_STRVAR(resize_into_doc,
 "     int8: that uint8 value minus 128;\n"
 "     float32: (filtered value - mean) / std, unrounded.\n"
 "mean, std: only used for float32 dst; std must be non-zero.\n"
+"box: None (the whole src) or (x0, y0, x1, y1), the region of src\n"
+"     resized into dst, in src pixels (fractions allowed), as Pillow's\n"
+"     resize box: 0 <= x0 < x1 <= W, 0 <= y0 < y1 <= H.  Only the\n"
+"     pixels the filter reads are touched: a crop costs nothing.\n"
 "\n"
 "The GIL is released while pixels are processed.");
 
 static PyObject *
 resize_into(PyObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"src", "dst", "mean", "std", NULL};
-    PyObject *src_obj, *dst_obj;
+    static char *kwlist[] = {"src", "dst", "mean", "std", "box", NULL};
+    PyObject *src_obj, *dst_obj, *box_obj = Py_None;
     double mean = 127.5, std = 127.5;
     Py_buffer src, dst;
     int have_src = 0, have_dst = 0;
@@ -672,8 +761,8 @@ resize_into(PyObject *self, PyObject *args, PyObject *kwds)
     PyObject *result = NULL;
 
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$dd:resize_into", kwlist,
-                                     &src_obj, &dst_obj, &mean, &std))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$ddO:resize_into", kwlist,
+                                     &src_obj, &dst_obj, &mean, &std, &box_obj))
         return NULL;
     if (!isfinite(mean) || !isfinite(std) || std == 0.0) {
         PyObject *m = PyFloat_FromDouble(mean);
@@ -732,9 +821,14 @@ resize_into(PyObject *self, PyObject *args, PyObject *kwds)
     }
 
     /* Scratch sizing, in 64-bit so that even 32-bit hosts cannot wrap. */
-    j.xslots = (int)coeff_slots(j.W, j.w);
-    j.yslots = (int)coeff_slots(j.H, j.h);
+    if (parse_box(box_obj, &j) < 0)
+        goto done;
+    j.xslots = (int)coeff_slots(j.bx1 - j.bx0, j.w);
+    j.yslots = (int)coeff_slots(j.by1 - j.by0, j.h);
     j.vfirst = vertical_first(j.H, j.W, j.h, j.w);
+    /* Pillow's need_vertical: the vertical pass is an identity only for
+     * the full height at the same size. */
+    j.round_h = j.h != j.H || j.by0 != 0.0 || j.by1 != (double)j.H;
     if (j.vfirst) {
         ring_rows = 4; /* the output rows of one block */
     }

@@ -1,4 +1,4 @@
-from typing import Any, Final
+from typing import Any, Final, Optional, Sequence
 
 __version__: Final[str]
 MAX_DIM: Final[int]
@@ -10,6 +10,7 @@ def resize_into(
         *,
         mean: float = 127.5,
         std: float = 127.5,
+        box: Optional[Sequence[float]] = None,
 ) -> None:
     """
     Resize an RGB uint8 image into an existing buffer, in place.
@@ -39,13 +40,23 @@ def resize_into(
               ignored for uint8/int8 dst; must be finite; default 127.5
         std: divisor for float32 dst; ignored for uint8/int8 dst;
              must be finite and non-zero; default 127.5
+        box: the region of src resized into dst, (x0, y0, x1, y1) in
+             src pixels, fractions allowed, as Pillow's
+             ``resize(size, BILINEAR, box=...)``: 0 <= x0 < x1 <= W,
+             0 <= y0 < y1 <= H; windows at its edge still read the
+             pixels just outside it (up to the image's edge), as
+             Pillow's do. Only the rows and columns the filter reads
+             are touched, so a crop is free (no copy). Pillow keeps
+             the box in float32: values exact in float32 give the
+             same windows. Default None: the whole src
 
     Raises:
         TypeError: src/dst without the buffer protocol, src not uint8,
                    dst not uint8/int8/float32
         ValueError: not 3-D, not 3 channels, empty, larger than MAX_DIM,
                     not C-contiguous, read-only dst, src and dst
-                    sharing memory, bad mean/std, or a scale so extreme
+                    sharing memory, bad mean/std, a box not of 4
+                    numbers or outside src, or a scale so extreme
                     that the scratch memory would exceed 1 GiB
         MemoryError: scratch allocation failed
 

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .classifier import Classifier
     from .config import Config, load_config
+    from .crop import Crop
     from .errors import BadInput, ClosedError, ModelError, PyaiError
 
-__all__ = ["Classifier", "Config", "load_config", "BadInput", "ClosedError", "ModelError", "PyaiError"]
+__all__ = ["Classifier", "Config", "Crop", "load_config", "BadInput", "ClosedError", "ModelError", "PyaiError"]
 __version__ = "1.0.0"
 
 # Imported on first use (PEP 562): the plugin process must send eKuiper its
@@ -20,6 +21,7 @@ _HOME = {
     "Classifier": ".classifier",
     "Config": ".config",
     "load_config": ".config",
+    "Crop": ".crop",
     "BadInput": ".errors",
     "ClosedError": ".errors",
     "ModelError": ".errors",

@@ -1,20 +1,21 @@
 """The plain Python API: bytes -> decoded frame -> tensor -> scores -> labels.
 
 >>> from pyai import Classifier
->>> with Classifier(model="models/mobilenet_v2_1.0_224_quant.tflite",
+>>> with Classifier(model="models/tf2_mobilenet_v2_1.0_224_ptq.tflite",
 ...                 labels="models/imagenet_labels.txt") as clf:
 ...     clf.label(open("cat.jpg", "rb").read())[0]
-{'confidence': 0.82, 'label': '286:Egyptian cat'}
+{'confidence': 0.52, 'label': '286:Egyptian cat'}
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable, List
+from typing import Any, Iterable, List, Tuple
 
 import numpy as np
 
 from .config import Config, load_config
+from .crop import Box, Crop
 from .decode import Limits, decode, jpeg_splitter
 from .labels import Result, load_labels, top_k
 from .model import Model
@@ -37,6 +38,9 @@ class Classifier:
         self.model = Model(cfg.model, cfg.interpreter_threads)
         self.labels = load_labels(cfg.labels, self.model.num_classes)
         self.limits = Limits(max_pixels=cfg.max_pixels, max_decode_ms=cfg.max_decode_ms)
+        self.crop = cfg.crop
+        # The whole frame's decode size (the bench reports it); frames are decoded
+        # at decode_size_for(their size), which also covers a crop's region.
         self.decode_size = cfg.decode_size(self.model.input_size)
         # One frame at a time (labelImage, label()): its JPEG rows are split over
         # the cores that would otherwise idle while it decodes.
@@ -58,8 +62,11 @@ class Classifier:
         """Stages 1-2: caller's input (raw bytes or base64 text) -> RGB frame (``reuse``, ``split`` as below)."""
         return self.decode_bytes(to_bytes(image, self.config.max_encoded_bytes), reuse, split)
 
-    def decode_bytes(self, data: bytes | memoryview, reuse: bool = False, split: bool = False) -> np.ndarray:
-        """Stage 2: encoded image bytes -> RGB frame at least the model's input size.
+    def decode_bytes(
+        self, data: bytes | memoryview, reuse: bool = False, split: bool = False, *, crop: Crop | None = None
+    ) -> np.ndarray:
+        """Stage 2: encoded image bytes -> RGB frame whose crop region (``crop``, default
+        the config's) covers the model's input.
 
         ``reuse`` decodes into a per-thread scratch buffer: the frame is then only
         valid until this thread's next ``reuse`` decode (fine for decode-then-fill).
@@ -67,11 +74,27 @@ class Classifier:
         batching engine asks for it only for a lone frame (a window's frames are
         already decoded in parallel, one per core).
         """
-        return decode(data, self.decode_size, self.limits, reuse, self.splitter if split else None)
+        size = self.decode_size_for if crop is None else (lambda w, h: self.decode_size_for(w, h, crop))
+        return decode(data, size, self.limits, reuse, self.splitter if split else None)
 
-    def fill(self, frame: np.ndarray, slot: np.ndarray) -> None:
-        """Stage 3: resize ``frame`` straight into ``slot`` (a view of an input tensor)."""
-        resize_into(frame, slot, mean=self.config.mean, std=self.config.std)
+    def decode_size_for(self, width: int, height: int, crop: Crop | None = None) -> Tuple[int, int]:
+        """The smallest (width, height) a ``width`` x ``height`` image may be decoded
+        to: its crop region (``crop``, default the config's) then still covers
+        ``decode_oversample`` x the model input (so the JPEG DCT scale is chosen on
+        the region, not the whole frame)."""
+        crop = self.crop if crop is None else crop
+        if crop.whole_frame:
+            return self.decode_size
+        return crop.decode_size(width, height, self.model.input_size, self.config.decode_oversample)
+
+    def crop_box(self, frame: np.ndarray, crop: Crop | None = None) -> Box | None:
+        """The region of ``frame`` the model sees, (x0, y0, x1, y1) in its pixels (None: all of it)."""
+        return (self.crop if crop is None else crop).box(frame.shape[1], frame.shape[0], self.model.input_size)
+
+    def fill(self, frame: np.ndarray, slot: np.ndarray, crop: Crop | None = None) -> None:
+        """Stage 3: resize ``frame``'s crop region (``crop``, default the config's)
+        straight into ``slot`` (a view of an input tensor)."""
+        resize_into(frame, slot, mean=self.config.mean, std=self.config.std, box=self.crop_box(frame, crop))
 
     def results(self, raw: np.ndarray, k: int | None = None, min_confidence: float | None = None) -> Result:
         """Stage 5: one row of raw scores -> top-k list."""
@@ -86,18 +109,28 @@ class Classifier:
 
     # -- one frame ----------------------------------------------------------------
 
-    def label(self, image: ImageInput, top_k: int | None = None, min_confidence: float | None = None) -> Result:
+    def label(
+        self, image: ImageInput, top_k: int | None = None, min_confidence: float | None = None,
+        *, crop: Crop | None = None,
+    ) -> Result:
         """Top-k labels of one image (raw bytes or base64 text), best first.
 
-        Raises BadInput with a one-line reason when the image cannot be used.
+        ``crop`` (a ``pyai.Crop``) is this call's region of interest instead of the
+        config's, like MediaPipe's per-call region_of_interest. Raises BadInput
+        with a one-line reason when the image cannot be used.
         """
         data = to_bytes(image, self.config.max_encoded_bytes)
-        return self.label_frame(self.decode_bytes(data, reuse=True, split=True), top_k, min_confidence)
+        frame = self.decode_bytes(data, reuse=True, split=True, crop=crop)
+        return self.label_frame(frame, top_k, min_confidence, crop=crop)
 
-    def label_frame(self, frame: np.ndarray, top_k: int | None = None, min_confidence: float | None = None) -> Result:
-        """Top-k labels of one decoded RGB frame (any size)."""
+    def label_frame(
+        self, frame: np.ndarray, top_k: int | None = None, min_confidence: float | None = None,
+        *, crop: Crop | None = None,
+    ) -> Result:
+        """Top-k labels of one decoded RGB frame (any size), of its ``crop`` region
+        (default the config's)."""
         with self._lock:
-            self.fill(frame, self.model.input_slot(0))
+            self.fill(frame, self.model.input_slot(0), crop)
             raw = self.model.run()[0]
             return self.results(raw, top_k, min_confidence)
 

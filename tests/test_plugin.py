@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from .conftest import EXPECTED_TOP1, labels_of, proc_io, self_heal_enabled
+from .conftest import DEFAULT_MODEL, EXPECTED_TOP1, REPO, SHIPPED_CONFIG, labels_of, proc_io, self_heal_enabled
 
 
 def test_zip_layout(plugin_zip):
@@ -28,8 +28,8 @@ def test_zip_layout(plugin_zip):
                 assert text["en_US"] and text["zh_CN"]
     assert manifest["language"] == "python"
     assert manifest["executable"] in names
-    assert {"install.sh", "requirements.txt", "pyai_config.json", "mobilenet_v2_1.0_224_quant.tflite",
-            "imagenet_labels.txt", "pyai/__init__.py", "pyai/plugin/main.py",
+    assert {"install.sh", "requirements.txt", "pyai_config.json", SHIPPED_CONFIG["model"],
+            SHIPPED_CONFIG["labels"], "pyai/__init__.py", "pyai/plugin/main.py",
             "native_preproc/native_preproc.c", "functions/labelImage.json"} <= names
     assert not any(n.startswith("tests/") or n.endswith(".pyc") for n in names)
 
@@ -54,24 +54,42 @@ def test_is_aggregate(host):
     assert r.state and r.result is False
 
 
-def test_every_sample_photo_through_the_protocol(host, images, classifier):
-    from .conftest import reference_top1
+@pytest.fixture(scope="module")
+def shipped_classifier(models_dir):
+    """The in-process API with the zip's own config (its model, labels and crop)."""
+    from pyai import Classifier, load_config
 
+    cfg = load_config(REPO / "pyai" / "plugin" / "files", env={})
+    cfg = cfg.replace(model=str(models_dir / SHIPPED_CONFIG["model"]), labels=str(models_dir / SHIPPED_CONFIG["labels"]))
+    with Classifier(cfg) as clf:
+        yield clf
+
+
+def test_every_sample_photo_through_the_protocol(host, images, shipped_classifier):
+    # The plugin and the in-process API run the same model, config and code: the
+    # same answers (the API is held to the careful reference in test_api.py and
+    # test_crop.py), and the expected ones where the zip ships the model they are for.
     for name, data in images.items():
         reply = host.exec("labelImage", data)
         assert reply.state, (name, reply.result)
         assert isinstance(reply.result, list) and len(reply.result) == 5
         top = reply.result[0]
         assert set(top) == {"confidence", "label"}
-        want = EXPECTED_TOP1.get(name) or reference_top1(classifier, data)["label"]
-        assert top["label"] == want, name
+        # Labels only: under tox -e arm64 the plugin runs on emulated aarch64.
+        assert top["label"] == shipped_classifier.label(data)[0]["label"], name
+        if SHIPPED_CONFIG["model"] == DEFAULT_MODEL and name in EXPECTED_TOP1:
+            assert top["label"] == EXPECTED_TOP1[name], name
 
 
 def test_tutorial_rule_shape(host, images):
     # SELECT labelImage(self)[0]->label AS label FROM tfdemo
     reply = host.exec("labelImage", images["cat_720p.jpg"])
     assert reply.result[0]["label"] == "286:Egyptian cat"
-    assert 0.7 < reply.result[0]["confidence"] <= 1.0
+    # A clear answer, whichever model the zip ships: mobilenet_v2_1.0_224_quant says
+    # 0.71 (tabby 0.12), tf2_mobilenet_v2_1.0_224_ptq 0.52 (tabby 0.18), both with the
+    # default crop.
+    first, second = reply.result[0]["confidence"], reply.result[1]["confidence"]
+    assert 2 * second < first <= 1.0
 
 
 def test_optional_topk_and_min_confidence(host, images):

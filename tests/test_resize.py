@@ -188,6 +188,124 @@ def test_pillow_agreement_is_close_not_just_within_one(impl: Resize, make: Calla
         assert rare(out != ref), (H, W, h, w)
 
 
+# -- a region of the source (box): the crop fused into the resize ------------------------
+
+# (H, W, h, w, box): the crops pyai makes of 16:9 frames (centre fraction, the
+# model's aspect), tall and wide ones, fractional edges (all exact in float32,
+# which is how Pillow keeps its box), boxes on an edge, upscaled boxes, and
+# boxes whose spans fall on the vertical-first boundary.
+BOXES: list[tuple[int, int, int, int, tuple[float, float, float, float]]] = [
+    (270, 480, 224, 224, (105, 0, 375, 270)),  # the model's aspect, whole height
+    (270, 480, 224, 224, (76.5, 16.875, 403.5, 253.125)),  # that times 0.875 of a 16:9 frame
+    (270, 480, 224, 224, (30, 16.875, 450, 253.125)),  # centre 0.875 of each side
+    (360, 640, 224, 224, (0, 0, 640, 360)),  # the whole frame, given explicitly
+    (338, 507, 224, 224, (0.25, 0.5, 506.75, 337.5)),
+    (929, 512, 224, 224, (0, 208.5, 512, 720.5)),  # a tall frame's square: vertical first (image sizes decide)
+    (900, 300, 100, 100, (0, 0, 300, 300)),  # vertical first though the box is square
+    (600, 100, 50, 90, (10, 20, 90, 580)),
+    (300, 300, 100, 200, (0, 0, 300, 300)),
+    (100, 100, 100, 100, (10, 10, 90, 90)),  # an upscaled crop
+    (50, 60, 200, 210, (5.25, 3.5, 40, 47)),
+    (120, 200, 120, 60, (0, 5, 200, 115)),  # height unchanged, but cropped: both passes round
+    (120, 200, 50, 200, (0, 0, 200, 120)),
+    (40, 40, 3, 5, (39, 0, 40, 40)),  # one column at the right edge
+    (40, 40, 5, 3, (0, 39.5, 40, 40)),  # half a row at the bottom
+]
+_rng_box = np.random.default_rng(20261201)
+for _ in range(12):
+    _H, _W, _h, _w = (int(v) for v in _rng_box.integers(2, 300, 4))
+    _x = np.sort(_rng_box.integers(0, 8 * _W + 1, 2)) / 8.0
+    _y = np.sort(_rng_box.integers(0, 8 * _H + 1, 2)) / 8.0
+    if _x[0] < _x[1] and _y[0] < _y[1]:
+        BOXES.append((_H, _W, _h, _w, (float(_x[0]), float(_y[0]), float(_x[1]), float(_y[1]))))
+
+
+def pillow_resize_box(src: np.ndarray, h: int, w: int, box: tuple[float, ...]) -> np.ndarray:
+    return np.asarray(Image.fromarray(src).resize((w, h), Image.Resampling.BILINEAR, box=box))
+
+
+@pytest.mark.parametrize("H,W,h,w,box", BOXES)
+def test_box_matches_pillow(impl: Resize, H: int, W: int, h: int, w: int, box: tuple[float, ...]) -> None:
+    # Upscaling pure noise carries a first-pass near-tie into several output
+    # pixels of the second pass, with weights near 1: 2 LSB there, as without
+    # a box (80x80 -> 100x100 of noise is 2 LSB off Pillow too).
+    upscale = (box[2] - box[0]) < w and (box[3] - box[1]) < h
+    for seed, make in enumerate((rand_image, smooth_image)):
+        src = make(H, W, seed)
+        out, ref = run(impl, src, h, w, box=box), pillow_resize_box(src, h, w, box)
+        assert maxdiff(out, ref) <= (2 if upscale and make is rand_image else 1), seed
+
+
+@pytest.mark.parametrize("make", [rand_image, smooth_image])
+def test_box_agreement_with_pillow_is_close(impl: Resize, make: Callable[..., np.ndarray]) -> None:
+    # The downscaling crops pyai makes: same windows, weights and rounding as
+    # Pillow's box, so only near-ties of its fixed-point weights differ. Box
+    # edges on half pixels make exact ties of the intermediate rounding more
+    # common: for the tall square, a float64 evaluation of the same formula
+    # differs from Pillow in 1.4% of the values and from pyai in 1.1%, hence
+    # 2% here. A window off by one pixel, the wrong pass order (18%), or the
+    # crop done by copying (windows clamped at the crop's edge instead of
+    # reading past it) shows up far above this.
+    for H, W, h, w, box in BOXES[:7]:
+        src = make(H, W, 3)
+        out, ref = run(impl, src, h, w, box=box), pillow_resize_box(src, h, w, box)
+        assert np.count_nonzero(out != ref) <= 3 + 0.02 * out.size, (H, W, h, w, box)
+
+
+@pytest.mark.parametrize("H,W,h,w,box", BOXES)
+def test_box_native_matches_numpy(native: ModuleType, H: int, W: int, h: int, w: int, box: tuple[float, ...]) -> None:
+    # An upscale by a round ratio (80 -> 100 px: weights 0.1, 0.3, 0.5...) makes
+    # exact ties (v + 0.5) in the first pass, which float sums in another order
+    # (NumPy's BLAS against C) round apart: about 1% of the values for 80x80 ->
+    # 100x100 with or without a box (0.96% of noise without, 1.00% with), a little
+    # more under tox -e sanitize. For upscaled boxes only the size of a
+    # difference is checked.
+    upscale = (box[2] - box[0]) < w and (box[3] - box[1]) < h
+    for seed, make in enumerate((rand_image, smooth_image)):
+        src = make(H, W, seed)
+        for dtype in (np.uint8, np.int8):
+            c = run(native.resize_into, src, h, w, dtype, box=box)
+            n = run(R.resize_into_numpy, src, h, w, dtype, box=box)
+            assert maxdiff(c, n) <= 1, (dtype, seed)
+            if not upscale:
+                assert rare(c != n), (dtype, seed)
+        c = run(native.resize_into, src, h, w, np.float32, box=box)
+        n = run(R.resize_into_numpy, src, h, w, np.float32, box=box)
+        assert maxdiff(c, n) <= float_tolerance(127.5), seed
+
+
+@pytest.mark.parametrize("H,W,h,w", [(360, 640, 224, 224), (929, 512, 224, 224), (120, 200, 120, 60), (7, 5, 7, 5)])
+def test_whole_box_is_no_box(impl: Resize, H: int, W: int, h: int, w: int) -> None:
+    src = smooth_image(H, W, 5)
+    for dtype in OUT_DTYPES:
+        np.testing.assert_array_equal(run(impl, src, h, w, dtype, box=(0, 0, W, H)), run(impl, src, h, w, dtype))
+        np.testing.assert_array_equal(run(impl, src, h, w, dtype, box=[0.0, 0.0, float(W), float(H)]),
+                                      run(impl, src, h, w, dtype, box=None))
+
+
+def test_box_reads_only_its_windows(impl: Resize) -> None:
+    # 270x480 -> 224x224 of the centre square (x 105..375): scale 1.2, so the
+    # filter reaches 1.2 px past the box. Pixels further out must not matter
+    # (the kernel only touches the columns some window reads), pixels inside do.
+    src = smooth_image(270, 480, 9)
+    box = (105, 0, 375, 270)
+    ref = run(impl, src, 224, 224, box=box)
+    far = src.copy()
+    far[:, :103] = 255 - far[:, :103]
+    far[:, 378:] = 255 - far[:, 378:]
+    np.testing.assert_array_equal(run(impl, far, 224, 224, box=box), ref)
+    near = src.copy()
+    near[:, 104] = 255 - near[:, 104]  # inside the first windows' reach
+    assert not np.array_equal(run(impl, near, 224, 224, box=box), ref)
+
+
+def test_box_is_a_crop_when_it_falls_on_whole_pixels_at_scale_one(impl: Resize) -> None:
+    # Same size out as the box: every window is one pixel with weight 1 (the
+    # next one has weight 0), so the result is exactly the cropped pixels.
+    src = rand_image(50, 70, 12)
+    np.testing.assert_array_equal(run(impl, src, 30, 40, box=(20, 10, 60, 40)), src[10:40, 20:60])
+
+
 def test_identity_and_constant(impl: Resize) -> None:
     src = rand_image(37, 41, 5)
     np.testing.assert_array_equal(run(impl, src, 37, 41), src)
@@ -322,7 +440,7 @@ def _overlapping() -> tuple[np.ndarray, np.ndarray]:
     return buf[:8], buf[4:12]
 
 
-BAD: dict[str, tuple[Callable[[], tuple[Any, Any]], dict[str, float], type]] = {
+BAD: dict[str, tuple[Callable[[], tuple[Any, Any]], dict[str, Any], type]] = {
     "src float32": (lambda: (_OK_SRC.astype(np.float32), np.zeros((4, 4, 3), np.uint8)), {}, TypeError),
     "src bool": (lambda: (_OK_SRC > 0, np.zeros((4, 4, 3), np.uint8)), {}, TypeError),
     "src list": (lambda: (_OK_SRC.tolist(), np.zeros((4, 4, 3), np.uint8)), {}, TypeError),
@@ -357,6 +475,15 @@ BAD: dict[str, tuple[Callable[[], tuple[Any, Any]], dict[str, float], type]] = {
     "std zero": (lambda: (_OK_SRC, np.zeros((4, 4, 3), np.float32)), {"std": 0.0}, ValueError),
     "std inf": (lambda: (_OK_SRC, np.zeros((4, 4, 3), np.float32)), {"std": float("inf")}, ValueError),
     "mean nan": (lambda: (_OK_SRC, np.zeros((4, 4, 3), np.uint8)), {"mean": float("nan")}, ValueError),
+    "box not a sequence": (lambda: (_OK_SRC, np.zeros((4, 4, 3), np.uint8)), {"box": 5}, TypeError),
+    "box of 3": (lambda: (_OK_SRC, np.zeros((4, 4, 3), np.uint8)), {"box": (0, 0, 4)}, ValueError),
+    "box of strings": (lambda: (_OK_SRC, np.zeros((4, 4, 3), np.uint8)), {"box": "0048"}, TypeError),
+    "box negative": (lambda: (_OK_SRC, np.zeros((4, 4, 3), np.uint8)), {"box": (-0.5, 0, 4, 4)}, ValueError),
+    "box past the right": (lambda: (_OK_SRC, np.zeros((4, 4, 3), np.uint8)), {"box": (0, 0, 8.01, 8)}, ValueError),
+    "box past the bottom": (lambda: (_OK_SRC, np.zeros((4, 4, 3), np.uint8)), {"box": (0, 0, 8, 9)}, ValueError),
+    "box empty": (lambda: (_OK_SRC, np.zeros((4, 4, 3), np.uint8)), {"box": (2, 2, 2, 6)}, ValueError),
+    "box inverted": (lambda: (_OK_SRC, np.zeros((4, 4, 3), np.uint8)), {"box": (0, 6, 8, 2)}, ValueError),
+    "box nan": (lambda: (_OK_SRC, np.zeros((4, 4, 3), np.uint8)), {"box": (0, 0, float("nan"), 8)}, ValueError),
 }
 
 

@@ -1,5 +1,6 @@
 """The floor in one process: pyai's runtime (transport) + the bare scaled JPEG decode
-(simplejpeg with min_width/min_height at the classifier's decode size) + the bare
+(simplejpeg with min_width/min_height at the classifier's decode size for the frame:
+its crop region's need) + the bare
 invoke (pyai.model.Model.run, same model and thread count as the plugin's config),
 then a constant reply. No base64, no resize into the tensor, no post-processing.
 
@@ -30,13 +31,14 @@ class Floor:
     def __init__(self):
         cfg = load_config(os.environ["PYAI_BENCH_PYAI_DIR"])
         self.model = Model(cfg.model, cfg.interpreter_threads)
-        self.min_w, self.min_h = cfg.decode_size(self.model.input_size)
         self.frames = {}
         for path in os.environ.get("PYAI_BENCH_FRAMES", "").split(os.pathsep):
             if path:
                 with open(path, "rb") as f:
                     data = f.read()
-                self.frames[b64_len(len(data))] = data
+                height, width = simplejpeg.decode_jpeg_header(data)[:2]
+                size = cfg.crop.decode_size(width, height, self.model.input_size, cfg.decode_oversample)
+                self.frames[b64_len(len(data))] = (data, size)
         self.model.input_tensor[...] = 0
         self.model.run()
 
@@ -47,8 +49,8 @@ class Floor:
         return False
 
     def exec(self, args):
-        data = self.frames[len(args[0])]
-        simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=self.min_w, min_height=self.min_h)
+        data, (min_w, min_h) = self.frames[len(args[0])]
+        simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=min_w, min_height=min_h)
         self.model.run()
         return CONSTANT_RESULT
 
