@@ -63,6 +63,17 @@ def classifier(models_dir: Path, labels_path: Path):
 
 
 @pytest.fixture(scope="session")
+def shipped_classifier(models_dir):
+    """The in-process API with the zip's own config (its model, labels and crop)."""
+    from pyai import Classifier, load_config
+
+    cfg = load_config(REPO / "pyai" / "plugin" / "files", env={})
+    cfg = cfg.replace(model=str(models_dir / SHIPPED_CONFIG["model"]), labels=str(models_dir / SHIPPED_CONFIG["labels"]))
+    with Classifier(cfg) as clf:
+        yield clf
+
+
+@pytest.fixture(scope="session")
 def tiny_classifier(models_dir: Path, labels_path: Path):
     from pyai import Classifier
 

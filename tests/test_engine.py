@@ -561,7 +561,8 @@ def test_reservoir_memory_is_bounded():
 # -- through the eKuiper protocol ---------------------------------------------------------------
 
 
-def test_label_images_and_label_image_at_once_through_the_protocol(host, images, classifier):
+def test_label_images_and_label_image_at_once_through_the_protocol(host, images, shipped_classifier):
+    classifier = shipped_classifier
     cat, parrot, hot_dog = images["cat_720p.jpg"], images["parrot.jpg"], images["hot_dog.jpg"]
     window = [cat, parrot, hot_dog, BAD, images["grace_hopper.bmp"], cat, images["pets.jpg"], parrot]
     want = {i: classifier.label(f) for i, f in enumerate(window) if f is not BAD}

@@ -275,7 +275,8 @@ def test_bad_frame_through_the_protocol(host, images, case):
 
 
 @pytest.mark.parametrize("case", VALID_CASES)
-def test_odd_but_valid_frame_through_the_protocol(host, images, classifier, case):
+def test_odd_but_valid_frame_through_the_protocol(host, images, shipped_classifier, case):
+    classifier = shipped_classifier
     data = _cases(images)[1][case]
     reply = host.exec("labelImage", data)
     assert reply.state, (case, reply.result)

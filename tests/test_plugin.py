@@ -54,17 +54,6 @@ def test_is_aggregate(host):
     assert r.state and r.result is False
 
 
-@pytest.fixture(scope="module")
-def shipped_classifier(models_dir):
-    """The in-process API with the zip's own config (its model, labels and crop)."""
-    from pyai import Classifier, load_config
-
-    cfg = load_config(REPO / "pyai" / "plugin" / "files", env={})
-    cfg = cfg.replace(model=str(models_dir / SHIPPED_CONFIG["model"]), labels=str(models_dir / SHIPPED_CONFIG["labels"]))
-    with Classifier(cfg) as clf:
-        yield clf
-
-
 def test_every_sample_photo_through_the_protocol(host, images, shipped_classifier):
     # The plugin and the in-process API run the same model, config and code: the
     # same answers (the API is held to the careful reference in test_api.py and
