@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """pyai through the real host: kuiperd v2.4.0 + mosquitto, cameras publishing 720p JPEG.
 
-    python bench/ekuiper_bench.py [--quick] [--seconds S] [--no-save]
+    python bench/ekuiper_bench.py [--quick] [--plugins pyai,labelImages,tutorial] [--no-save]
 
 In one run, one host at a time (the IPC paths are fixed):
   1. mosquitto and kuiperd v2.4.0 on loopback (tests/ekuiper/harness.py), pythonBin
@@ -10,10 +10,10 @@ In one run, one host at a time (the IPC paths are fixed):
      REST call; the stream `tfdemo` over the topics `tfdemo/#`, FORMAT="BINARY".
   2. For each rule (pyai's labelImage, labelImages over CountWindow(8), the tutorial
      plugin), a fresh rule per load: 1, 4 and 8 cameras at 30 fps, then a ramp of
-     the total rate (8 cameras) around the capacity the fixed loads showed, to the
-     highest rate held.
-  3. pyai overloaded (1.5x its highest held rate) with the default rule options, and with the
-     options that keep results fresh.
+     the total rate (8 cameras) from 0.8x the best labelled/s of the fixed loads, up
+     10% a step while held, then one step halfway back: the highest rate held.
+  3. pyai overloaded (1.5x its highest held rate) with the default rule options, and
+     with a small bufferLength (1, 8).
   4. kuiperd stopped; pyai alone through the protocol (tests/hostsim.py's stand-in
      host, the bench's pyai row: 720p, frames/s = 1/p50) from the same install.
 Prints a table and writes bench/results/<arch>-ekuiper.json and .png.
