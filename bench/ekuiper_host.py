@@ -1,0 +1,261 @@
+"""The real host for ``bench/ekuiper_bench.py``: mosquitto + kuiperd v2.4.0 with pyai
+and the tutorial plugin installed over REST, one rule per measured load, a result
+collector, and the process counters (CPU, RSS) the bench reports.
+
+Everything host-side is ``tests/ekuiper/harness.py`` (the real-host test suite's
+harness); this module only adds what a load measurement needs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from tests.ekuiper import build_kuiperd
+from tests.ekuiper.harness import Kuiperd, Mosquitto, RestError, make_venv, pids_with_cwd_under, wait_for
+
+import ekuiper_plugins
+
+log = logging.getLogger("pyai.bench.ekuiper")
+
+VERSION = "v2.4.0"
+STREAM = "tfdemo"
+# One topic per frame (see ekuiper_cameras.py): the stream reads them all.
+STREAM_SQL = f'CREATE STREAM {STREAM} () WITH (DATASOURCE="{STREAM}/#", FORMAT="BINARY")'
+RESULT_PREFIX = "bench/result"
+
+
+@dataclass(frozen=True)
+class RuleKind:
+    """What a load runs: the tutorial's rule with the topic of each frame added."""
+
+    key: str
+    title: str
+    sql: str
+    window: int = 1  # frames per function call
+
+
+RULES: Dict[str, RuleKind] = {
+    "pyai": RuleKind("pyai", "pyai labelImage",
+                     f"SELECT labelImage(self)[0]->label AS label, meta(topic) AS topic FROM {STREAM}"),
+    "labelImages": RuleKind("labelImages", "pyai labelImages, CountWindow(8)",
+                            f"SELECT labelImages(self) AS labels, collect(meta(topic)) AS topics FROM {STREAM} "
+                            "GROUP BY CountWindow(8)", window=8),
+    "tutorial": RuleKind("tutorial", "tutorial plugin (baseline)",
+                         f"SELECT {ekuiper_plugins.TUTORIAL_SYMBOL}(self)[0]->label AS label, meta(topic) AS topic "
+                         f"FROM {STREAM}"),
+}
+
+
+def parse_frame_topic(topic: str) -> Optional[Tuple[str, int, int, int]]:
+    """``tfdemo/<tag>/c<cam>/<seq>/<t_ns>`` -> (tag, cam, seq, t_ns)."""
+    parts = topic.split("/")
+    if len(parts) != 5 or not parts[2].startswith("c"):
+        return None
+    try:
+        return parts[1], int(parts[2][1:]), int(parts[3]), int(parts[4])
+    except ValueError:
+        return None
+
+
+@dataclass
+class Result:
+    arrived_ns: int
+    topics: List[str]
+    ok: List[bool]  # per frame: labelled (False: an error in place of the frame's list)
+
+
+def parse_result(arrived_ns: int, payload: bytes) -> Optional[Result]:
+    try:
+        msg = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(msg, dict):
+        return None
+    if "topics" in msg:
+        topics = list(msg.get("topics") or [])
+        labels = msg.get("labels") or []
+        ok = [isinstance(x, list) and bool(x) for x in labels]
+        ok += [False] * (len(topics) - len(ok))
+        return Result(arrived_ns, topics, ok[: len(topics)])
+    if "topic" in msg:
+        return Result(arrived_ns, [msg["topic"]], [bool(msg.get("label"))])
+    return None
+
+
+class Collector:
+    """Subscribes to every rule's result topic; keeps (arrival time, payload)."""
+
+    def __init__(self, port: int) -> None:
+        import paho.mqtt.client as mqtt
+
+        self._lock = threading.Lock()
+        self._msgs: List[Tuple[int, bytes]] = []
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pyai-bench-results-{os.getpid()}")
+        self._client.on_message = self._on_message
+        subscribed = threading.Event()
+        self._client.on_subscribe = lambda *args: subscribed.set()
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+        self._client.subscribe(f"{RESULT_PREFIX}/#", qos=0)
+        if not subscribed.wait(10):
+            raise TimeoutError("no SUBACK for the result topics")
+
+    def _on_message(self, client, userdata, msg) -> None:
+        # Stamp first, parse later: the collector shares the CPU with everything else.
+        t = time.monotonic_ns()
+        with self._lock:
+            self._msgs.append((t, msg.payload))
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._msgs)
+
+    def take(self) -> List[Result]:
+        with self._lock:
+            msgs, self._msgs = self._msgs, []
+        return [r for r in (parse_result(t, p) for t, p in msgs) if r is not None]
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process (its threads, not its children)."""
+    try:
+        import psutil
+
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except Exception:  # noqa: BLE001 - process gone (psutil.Error) or no psutil
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def rss_mb(pid: int) -> Optional[float]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class RssSampler:
+    """Peak RSS of some processes, sampled every ``interval`` s in a thread."""
+
+    def __init__(self, pids: Dict[str, List[int]], interval: float = 0.25) -> None:
+        self.pids = pids
+        self.interval = interval
+        self.peak: Dict[str, float] = {}
+        self.first: Dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        for name, pids in self.pids.items():
+            total = sum(v for v in (rss_mb(p) for p in pids) if v is not None)
+            self.first.setdefault(name, total)
+            self.peak[name] = max(self.peak.get(name, 0.0), total)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sample()
+
+
+@dataclass
+class Host:
+    """mosquitto + kuiperd with both plugins installed and the stream created."""
+
+    workdir: Path
+    broker: Mosquitto
+    kuiperd: Kuiperd
+    python: Path
+    install_seconds: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rest(self):
+        return self.kuiperd.rest
+
+    def plugin_pids(self) -> List[int]:
+        portable = self.kuiperd.base / "plugins" / "portable"
+        return pids_with_cwd_under(portable) if portable.exists() else []
+
+    def process_groups(self) -> Dict[str, List[int]]:
+        return {"kuiperd": [self.kuiperd.proc.pid], "plugins": self.plugin_pids(),
+                "mosquitto": [self.broker.proc.pid], "bench": [os.getpid()]}
+
+    def create_rule(self, rule_id: str, sql: str, options: Optional[Dict[str, Any]] = None) -> None:
+        action = {"mqtt": {"server": self.broker.url, "topic": f"{RESULT_PREFIX}/{rule_id}", "sendSingle": True}}
+        try:
+            self.rest.create_rule(rule_id, sql, [action], options)
+        except RestError as exc:
+            raise RuntimeError(f"{exc}\n{self.kuiperd.log_tail()}") from None
+
+    def stop(self) -> List[str]:
+        left = self.kuiperd.stop()
+        self.broker.stop()
+        return left
+
+
+def start_host(workdir: Path, pyai_zip: Path, tutorial_zip: Path) -> Host:
+    binary = build_kuiperd.cached_binary(VERSION)
+    if binary is None:
+        binary = build_kuiperd.build(VERSION)
+    broker = Mosquitto(workdir / "mosquitto").start()
+    try:
+        python = make_venv(workdir / "venv")
+        # pythonBin in kuiper.yaml is what the plugins run with; the harness takes any
+        # venv (tox's) off kuiperd's PATH.
+        k = Kuiperd(binary, build_kuiperd.version_dir(VERSION) / "etc", workdir / "kuiper", broker.url,
+                    python_bin=str(python))
+        k.start()
+    except BaseException:
+        broker.stop()
+        raise
+    host = Host(workdir, broker, k, python)
+    try:
+        # The tutorial's REST call for pyai (its install.sh finds pythonBin in kuiper.yaml) ...
+        t0 = time.monotonic()
+        status, answer = k.rest.install_plugin(pyai_zip)
+        if status >= 300:
+            raise RuntimeError(f"installing pyai: HTTP {status}: {answer}\n{k.log_tail()}")
+        host.install_seconds["pyai"] = time.monotonic() - t0
+        # ... and the same for the tutorial plugin, naming the interpreter (shellParas).
+        t0 = time.monotonic()
+        status, answer = k.rest.call("POST", "/plugins/portables",
+                                     {"name": ekuiper_plugins.TUTORIAL, "file": tutorial_zip.resolve().as_uri(),
+                                      "shellParas": ["--python", str(python)]}, timeout=600)
+        if status >= 300:
+            raise RuntimeError(f"installing the tutorial plugin: HTTP {status}: {answer}\n{k.log_tail()}")
+        host.install_seconds["tutorial"] = time.monotonic() - t0
+        k.rest.create_stream(STREAM_SQL)
+        wait_for(lambda: len(host.plugin_pids()) >= 2, 60, "both plugin processes")
+    except BaseException:
+        host.stop()
+        raise
+    return host

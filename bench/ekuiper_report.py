@@ -1,0 +1,147 @@
+"""Table and chart of ``bench/ekuiper_bench.py``'s results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+TITLES = {"pyai": "pyai labelImage", "labelImages": "pyai labelImages CountWindow(8)",
+          "tutorial": "tutorial plugin", "overload": "pyai overloaded"}
+COLORS = {"pyai": "tab:green", "labelImages": "tab:blue", "tutorial": "tab:red"}
+
+
+def header_line() -> str:
+    return (f"  {'rule':14s} {'phase':8s} {'cams':>4s} {'offered':>8s} {'sent/s':>7s} {'labelled/s':>10s} "
+            f"{'p50 ms':>8s} {'p99 ms':>8s} {'lost':>6s} {'held':>4s} {'gen CPU':>7s} {'kuiperd':>7s} "
+            f"{'plugin':>6s} {'mosq':>5s} {'bench':>5s} {'kuiperd RSS':>11s}  options")
+
+
+def row_line(r: Dict[str, Any]) -> str:
+    lat = r["latency_ms"]
+    cpu = r["cpu_share"]
+    opts = ",".join(f"{k}={v}" for k, v in r["options"].items()) or "defaults"
+    return (f"  {r['plugin']:14s} {r['phase']:8s} {r['cameras']:4d} {r['offered_fps']:8.1f} {r['published_fps']:7.1f} "
+            f"{r['labelled_fps']:10.1f} {lat['p50']:8.1f} {lat['p99']:8.1f} {r['lost']:6d} "
+            f"{'yes' if r['held'] else 'NO':>4s} {cpu['cameras'] * 100:6.1f}% {cpu['kuiperd'] * 100:6.1f}% "
+            f"{cpu['plugins'] * 100:5.1f}% {cpu['mosquitto'] * 100:4.1f}% {cpu['bench'] * 100:4.1f}% {r['rss_mb']['peak'].get('kuiperd', 0):8.0f} MB  {opts}")
+
+
+def loss_note(r: Dict[str, Any]) -> str:
+    k = r["kuiperd"]
+    drops = sum(v for name, v in k["exceptions"].items() if "project" not in name)
+    plugin_err = sum(v for name, v in k["exceptions"].items() if "project" in name)
+    not_received = r["published"] - k["source_in"]
+    return (f"lost {r['lost']}: not received by kuiperd {not_received}, dropped by kuiperd buffers {drops}, "
+            f"plugin errors {plugin_err}, the rest queued at the end / in a partial window")
+
+
+def print_report(res: Dict[str, Any], say: Callable[[str], None]) -> None:
+    m = res["machine"]
+    s = res["settings"]
+    say("")
+    say("=" * 110)
+    say(f"pyai through kuiperd {s['kuiperd']} + mosquitto, {res['mode']} mode, {res['created']}")
+    say(f"machine: {m['arch']} | {m['cpu']} | {m['cores']} cores | {m['os']} | python {m['python']}")
+    say(f"frames: {s['frame']} on one topic per frame, QoS {s['qos']}; fixed loads {s['seconds']} s, "
+        f"ramp steps {s['ramp_seconds']} s ({s['ramp_cameras']} cameras), grace {s['grace_s']} s")
+    say("CPU shares are of the whole machine (all cores) over the publishing window; "
+        "RSS = kuiperd's peak during the load")
+    say(header_line())
+    for key, rows in res["loads"].items():
+        for r in rows:
+            say(row_line(r))
+        say("")
+    ov = res["loads"].get("overload")
+    if ov:
+        say("overload (pyai, 1.5x its highest held rate):")
+        for r in ov:
+            say(f"  {','.join(f'{k}={v}' for k, v in r['options'].items()) or 'defaults':16s} {loss_note(r)}")
+    pa = res["protocol_alone"]
+    say(f"pyai through the protocol alone (stand-in host, 720p, same install): p50 {pa['p50']:.2f} ms, "
+        f"p99 {pa['p99']:.2f} ms -> {pa['fps']:.1f} frames/s (1/p50; back to back {pa['sustained_fps']:.1f}/s)")
+    say("highest held rate: " + ", ".join(f"{TITLES.get(k, k)} {v:.1f} frames/s" if v else f"{TITLES.get(k, k)} none"
+                                          for k, v in res["highest_held"].items()))
+    say("targets" + ("" if res["mode"] == "full" else "  (quick mode: short loads; judge from a full run)"))
+    for t in res["targets"]:
+        say(f"  {'MET ' if t['ok'] else 'MISS'}  {t['target']:70s} {t['measured']:34s} goal {t['goal']}")
+    say("=" * 110)
+
+
+def write_chart(res: Dict[str, Any], path: Path) -> Optional[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no PNG chart"
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 5.5))
+    top = 1.0
+    for key, rows in res["loads"].items():
+        if key == "overload" or not rows:
+            continue
+        rows = sorted(rows, key=lambda r: r["published_fps"])
+        xs = [r["published_fps"] for r in rows]
+        top = max(top, *xs)
+        c = COLORS.get(key, "k")
+        ax1.plot(xs, [r["labelled_fps"] for r in rows], "o-", color=c, label=TITLES.get(key, key))
+        for r in rows:
+            if not r["held"]:
+                ax1.plot(r["published_fps"], r["labelled_fps"], "x", color="k", ms=9)
+        ax2.plot(xs, [r["latency_ms"]["p50"] for r in rows], "o-", color=c, label=f"{TITLES.get(key, key)} p50")
+        ax2.plot(xs, [r["latency_ms"]["p99"] for r in rows], "s--", color=c, alpha=0.6, label=f"{TITLES.get(key, key)} p99")
+        held = res["highest_held"].get(key)
+        if held:
+            ax1.axvline(held, color=c, ls=":", lw=1)
+    ax1.plot([0, top], [0, top], color="gray", lw=0.8, label="labelled = offered")
+    pa = res["protocol_alone"]["fps"]
+    ax1.axhline(pa, color="tab:green", ls="--", lw=1, label=f"pyai, protocol alone (1/p50) {pa:.0f}/s")
+    ax1.axhline(0.85 * pa, color="tab:olive", ls=":", lw=1, label="0.85x of that (target)")
+    ax1.set_xlabel("offered, frames/s (published)")
+    ax1.set_ylabel("labelled, frames/s (results received while publishing)")
+    ax1.set_title("throughput through kuiperd (x: not held; dotted: highest held)")
+    ax1.legend(fontsize=7)
+    ax1.grid(True, alpha=0.3)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("offered, frames/s")
+    ax2.set_ylabel("publish -> result latency, ms (log)")
+    ax2.set_title("latency vs offered rate")
+    ax2.legend(fontsize=6)
+    ax2.grid(True, which="both", alpha=0.3)
+    ov = res["loads"].get("overload") or []
+    if ov:
+        names = [",".join(f"{k}={v}" for k, v in r["options"].items()) or "defaults" for r in ov]
+        xs = range(len(ov))
+        ax3.bar([x - 0.2 for x in xs], [r["latency_ms"]["p50"] for r in ov], 0.4, label="latency p50, ms")
+        ax3.bar([x + 0.2 for x in xs], [r["latency_ms"]["p99"] for r in ov], 0.4, label="latency p99, ms")
+        for x, r in zip(xs, ov):
+            ax3.annotate(f"lost {r['lost']}/{r['published']}\nkuiperd RSS {r['rss_mb']['peak'].get('kuiperd', 0):.0f} MB",
+                         (x, r["latency_ms"]["p99"]), ha="center", va="bottom", fontsize=8)
+        ax3.set_xticks(list(xs))
+        ax3.set_xticklabels(names)
+        ax3.set_yscale("log")
+        ax3.set_title(f"pyai at {ov[0]['published_fps']:.0f} frames/s offered (1.5x its highest held)")
+        ax3.legend(fontsize=7)
+    else:
+        ax3.axis("off")
+    m = res["machine"]
+    fig.suptitle(f"pyai through kuiperd {res['settings']['kuiperd']} + mosquitto, 720p JPEG cameras: {m['arch']}, "
+                 f"{m['cpu']}, {m['cores']} cores, {res['mode']} mode", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None
+
+
+def markdown_rows(res: Dict[str, Any]) -> List[str]:
+    """The README table's rows, from a results file."""
+    out = []
+    for key, rows in res["loads"].items():
+        for r in rows:
+            lat = r["latency_ms"]
+            opts = ",".join(f"{k}={v}" for k, v in r["options"].items())
+            out.append(f"| {TITLES.get(key, key)}{' (' + opts + ')' if opts else ''} | {r['phase']} | {r['cameras']} | "
+                       f"{r['published_fps']:.0f} | {r['labelled_fps']:.1f} | {lat['p50']:.0f} | {lat['p99']:.0f} | "
+                       f"{r['lost']} / {r['published']} | {'yes' if r['held'] else 'no'} | "
+                       f"{r['cpu_share']['cameras'] * 100:.1f}% |")
+    return out
