@@ -69,6 +69,10 @@ class Config:
     stats_log_interval_s: how often the engine logs its counters; 0 disables.
     self_heal: the plugin process starts a guardian process that replaces it if it
         dies (eKuiper never restarts a function plugin); see pyai/plugin/guardian.py.
+    skip_unchanged: the unchanged-frame gate's threshold (pyai/gate.py); 0 = off.
+        A frame whose signature is within it of the last frame the model ran on at
+        the same call site gets that frame's answer. ``true``/``on`` = the default
+        threshold the gate study picked (``pyai.gate.DEFAULT_THRESHOLD``).
     """
 
     model: str = "mobilenet_v2_1.0_224_quant.tflite"
@@ -89,8 +93,10 @@ class Config:
     batch_mode: str = "auto"
     stats_log_interval_s: float = 60.0
     self_heal: bool = True
+    skip_unchanged: float = 0.0
 
     def __post_init__(self) -> None:
+        self.skip_unchanged = _gate_threshold(self.skip_unchanged)
         for f in fields(self):
             value = getattr(self, f.name)
             try:
@@ -109,6 +115,8 @@ class Config:
             raise ModelError("config max_encoded_bytes, max_pixels and max_decode_ms must be > 0")
         if self.std == 0:
             raise ModelError("config std must not be 0")
+        if not self.skip_unchanged >= 0:
+            raise ModelError("config skip_unchanged must be >= 0 (0 = off), true or false")
 
     @property
     def interpreter_threads(self) -> int:
@@ -129,6 +137,18 @@ class Config:
 
 
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _gate_threshold(value: Any) -> Any:
+    """``skip_unchanged`` also takes a switch: on = the default threshold, off = 0."""
+    word = value.strip().lower() if isinstance(value, str) else None
+    if value is True or (word in _BOOL_WORDS and word not in ("0", "1") and _BOOL_WORDS[word]):
+        from .gate import DEFAULT_THRESHOLD
+
+        return DEFAULT_THRESHOLD
+    if value is False or (word in _BOOL_WORDS and word not in ("0", "1") and not _BOOL_WORDS[word]):
+        return 0.0
+    return value
 
 
 def _coerce(type_name: Any, value: Any) -> Any:
