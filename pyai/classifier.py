@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import Config, load_config
 from .decode import Limits, decode, jpeg_splitter
-from .gate import Gate, signature
+from .gate import Gate, margin, signature
 from .labels import Result, load_labels, top_k
 from .model import Model
 from .resize import resize_into
@@ -50,7 +50,7 @@ class Classifier:
         self._engine = None
         self._engine_lock = threading.Lock()
         # The unchanged-frame gate (skip_unchanged); None keeps today's path untouched.
-        self.gate = Gate(cfg.skip_unchanged) if cfg.skip_unchanged > 0 else None
+        self.gate = Gate(cfg.skip_unchanged, cfg.skip_unchanged_margin) if cfg.skip_unchanged > 0 else None
         self.warm_up()
 
     def warm_up(self) -> None:
@@ -127,7 +127,8 @@ class Classifier:
             with self._lock:
                 self.fill(frame, self.model.input_slot(0))
                 scores = self.model.run()[0]
-                gate.store(site, sig, scores)
+                scale = 1.0 if self.model.output_dtype == np.float32 else self.model.output_scale
+                gate.store(site, sig, scores, margin(scores, scale))
                 return self.results(scores, top_k, min_confidence)
         return self.results(scores, top_k, min_confidence)
 

@@ -73,6 +73,8 @@ class Config:
         A frame whose signature is within it of the last frame the model ran on at
         the same call site gets that frame's answer. ``true``/``on`` = the default
         threshold the gate study picked (``pyai.gate.DEFAULT_THRESHOLD``).
+    skip_unchanged_margin: the gate reuses an answer only if its top-1 score led the
+        second by at least this much (near-ties flip on noise alone); 0 = always.
     """
 
     model: str = "mobilenet_v2_1.0_224_quant.tflite"
@@ -94,6 +96,7 @@ class Config:
     stats_log_interval_s: float = 60.0
     self_heal: bool = True
     skip_unchanged: float = 0.0
+    skip_unchanged_margin: float = 0.3
 
     def __post_init__(self) -> None:
         self.skip_unchanged = _gate_threshold(self.skip_unchanged)
@@ -117,6 +120,8 @@ class Config:
             raise ModelError("config std must not be 0")
         if not self.skip_unchanged >= 0:
             raise ModelError("config skip_unchanged must be >= 0 (0 = off), true or false")
+        if not 0 <= self.skip_unchanged_margin <= 1:
+            raise ModelError("config skip_unchanged_margin must be between 0 and 1")
 
     @property
     def interpreter_threads(self) -> int:

@@ -16,6 +16,13 @@ per channel), after taking away the mean difference itself: a uniform
 brightness drift alone never forces a run, while anything that moves the
 picture does. Sensor noise and JPEG re-encoding average out inside a cell; a
 pixel of camera jitter moves only the cells on strong edges, a little.
+
+A look-alike frame is not enough: an answer is reused only if the model was sure
+of it, its top-1 score ahead of the second by at least ``min_margin``. Where the
+two best classes are nearly tied, frames that differ by little more than noise
+change the top-1 (in the study's Big Buck Bunny clip the top-1 changes between
+frames 0.2 grey levels apart), so such an answer is worth no more than the next
+run.
 """
 
 from __future__ import annotations
@@ -37,8 +44,10 @@ SAMPLES = 4
 # Call sites remembered (least recently used first out): eKuiper sends one per
 # rule, operator and instance, so a few hundred cover any realistic node.
 MAX_SITES = 256
-# The threshold ``skip_unchanged = true`` stands for (see the README's gate study).
-DEFAULT_THRESHOLD = 1.5
+# The threshold ``skip_unchanged = true`` stands for, and the least lead of the
+# top-1 score over the second for an answer to be reused (the README's gate study).
+DEFAULT_THRESHOLD = 2.5
+DEFAULT_MIN_MARGIN = 0.3
 
 
 def signature(frame: np.ndarray) -> np.ndarray:
@@ -66,6 +75,7 @@ def distance(a: np.ndarray, b: np.ndarray) -> float:
 class _Site:
     signature: np.ndarray
     scores: np.ndarray  # the model's raw output row for that frame
+    reusable: bool  # its top-1 led by at least min_margin
     checked: int = 0
     reused: int = 0
     run: int = 0
@@ -82,14 +92,16 @@ class Gate:
     """Per call site: the signature and raw scores of the last frame the model ran on.
 
     Thread-safe. ``match`` answers the stored scores for a frame whose signature is
-    within ``threshold`` of the site's, or None (the caller runs the model and calls
-    ``store``). Sites never share anything.
+    within ``threshold`` of the site's, if the model was sure of that answer (its
+    margin at least ``min_margin``), or None: the caller runs the model and calls
+    ``store``. Sites never share anything.
     """
 
-    def __init__(self, threshold: float, max_sites: int = MAX_SITES):
+    def __init__(self, threshold: float, min_margin: float = DEFAULT_MIN_MARGIN, max_sites: int = MAX_SITES):
         if threshold <= 0:
             raise ValueError("the gate's threshold must be > 0")
         self.threshold = threshold
+        self.min_margin = min_margin
         self.max_sites = max_sites
         self._sites: "OrderedDict[str, _Site]" = OrderedDict()
         self._lock = threading.Lock()
@@ -104,26 +116,29 @@ class Gate:
                 return None
             self._sites.move_to_end(site)
             state.checked += 1
-            if distance(sig, state.signature) > self.threshold:
+            if not state.reusable or distance(sig, state.signature) > self.threshold:
                 return None
             state.reused += 1
             self.totals.reused += 1
             return state.scores
 
-    def store(self, site: str, sig: np.ndarray, scores: np.ndarray) -> None:
-        """Remember the frame the model just ran on (``scores`` is copied)."""
+    def store(self, site: str, sig: np.ndarray, scores: np.ndarray, margin: float) -> None:
+        """Remember the frame the model just ran on (``scores`` is copied) and the lead
+        of its top-1 score over the second (``margin``, in confidence units)."""
+        reusable = margin >= self.min_margin
         with self._lock:
             self.totals.run += 1
             state = self._sites.get(site)
             if state is None:
                 # A site's first frame was counted as checked by match() but not per site.
-                state = self._sites[site] = _Site(sig, scores.copy(), checked=1)
+                state = self._sites[site] = _Site(sig, scores.copy(), reusable, checked=1)
                 if len(self._sites) > self.max_sites:
                     self._sites.popitem(last=False)
                     self.evicted += 1
             else:
                 state.signature = sig
                 state.scores = scores.copy()
+                state.reusable = reusable
                 self._sites.move_to_end(site)
             state.run += 1
 
@@ -135,12 +150,23 @@ class Gate:
             }
             return {
                 "threshold": self.threshold,
+                "min_margin": self.min_margin,
                 "checked": self.totals.checked,
                 "reused": self.totals.reused,
                 "run": self.totals.run,
                 "sites_evicted": self.evicted,
                 "sites": sites,
             }
+
+
+def margin(scores: np.ndarray, scale: float = 1.0) -> float:
+    """How far the best raw score leads the second, times ``scale`` (a quantized
+    output's scale; the zero point cancels out)."""
+    flat = scores.reshape(-1)
+    if flat.size < 2:
+        return float("inf")
+    two = np.partition(flat, flat.size - 2)[-2:]
+    return (float(two[1]) - float(two[0])) * scale
 
 
 def site_name(key: str) -> str:
