@@ -72,8 +72,9 @@ def observe(clf: Classifier, jpegs: Sequence[bytes]) -> Dict[str, list]:
     scale = 1.0 if model.output_dtype == np.float32 else model.output_scale
     for data in jpegs:
         frame = clf.decode_bytes(data, reuse=True, split=True)
-        sigs.append(signature(frame))
-        clf.fill(frame, model.input_slot(0))
+        tensor = model.input_slot(0)
+        clf.fill(frame, tensor)
+        sigs.append(signature(tensor, clf._signature_scale))  # as Classifier.label_gated takes it
         raw = model.run()[0]
         top1.append(clf.results(raw, 1, 0.0)[0]["label"])
         margins.append(margin(raw, scale))

@@ -51,6 +51,9 @@ class Classifier:
         self._engine_lock = threading.Lock()
         # The unchanged-frame gate (skip_unchanged); None keeps today's path untouched.
         self.gate = Gate(cfg.skip_unchanged, cfg.skip_unchanged_margin) if cfg.skip_unchanged > 0 else None
+        # Signatures in grey levels whatever the input type; margins in confidence units.
+        self._signature_scale = cfg.std if self.model.input.dtype == np.float32 else 1.0
+        self._margin_scale = 1.0 if self.model.output_dtype == np.float32 else self.model.output_scale
         self.warm_up()
 
     def warm_up(self) -> None:
@@ -121,16 +124,18 @@ class Classifier:
         gate = self.gate
         if gate is None:
             return self.label_frame(frame, top_k, min_confidence)
-        sig = signature(frame)
-        scores = gate.match(site, sig)
-        if scores is None:
-            with self._lock:
-                self.fill(frame, self.model.input_slot(0))
-                scores = self.model.run()[0]
-                scale = 1.0 if self.model.output_dtype == np.float32 else self.model.output_scale
-                gate.store(site, sig, scores, margin(scores, scale))
-                return self.results(scores, top_k, min_confidence)
-        return self.results(scores, top_k, min_confidence)
+        model = self.model
+        with self._lock:
+            tensor = model.input_slot(0)
+            self.fill(frame, tensor)
+            # From the tensor the resize just wrote (in cache), which a changed frame
+            # goes on to run with: the check costs a changed frame only the sampling.
+            sig = signature(tensor, self._signature_scale)
+            scores = gate.match(site, sig)
+            if scores is None:
+                scores = model.run()[0]
+                gate.store(site, sig, scores, margin(scores, self._margin_scale))
+            return self.results(scores, top_k, min_confidence)
 
     def label_frame(self, frame: np.ndarray, top_k: int | None = None, min_confidence: float | None = None) -> Result:
         """Top-k labels of one decoded RGB frame (any size)."""

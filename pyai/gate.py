@@ -6,10 +6,13 @@ of its decode and cannot be skipped without restart markers, so a separate cheap
 decode for the signature (DC only, 1/8 scale, grey) still costs 0.93 ms for a
 720p frame and 1.97 ms for a 1080p one, against 1.24 / 2.13 ms for the scaled
 decode ``labelImage`` runs on both cores. Run before the real decode, it would
-add 15-30% to every changed frame. So the signature is taken from the frame the
-call decodes anyway (0.03 ms: the mean of a 4x4 pixel sample of each cell of a
-coarse grid), which costs a changed frame under 1%; an unchanged frame still
-pays the decode but not the resize, the invoke or top-k on a cold cache.
+add 15-30% to every changed frame. So the signature is taken from the model's
+input tensor right after the resize has written it (the mean of a sample of each
+cell of a 16x16 grid), where it is still in this core's cache: a changed frame
+goes on to the invoke with that tensor, and pays only the sampling. Taken from
+the decoded frame instead, half of which the split decoder's helper wrote on the
+other core, the same sampling cost 0.18 ms. An unchanged frame still pays the
+decode and the resize, not the invoke, and no top-k on a cold cache.
 
 The distance is the mean absolute difference of the cells' means (grey levels,
 per channel), after taking away the mean difference itself: a uniform
@@ -35,31 +38,34 @@ from typing import Dict, Optional
 
 import numpy as np
 
-# Cells per short side of the decoded frame: 16 cells of 16x16 pixels for the
-# 480x270 frame 720p and 1080p decode to (30x16 cells).
+# Cells per short side of the input tensor: 16x16 cells of 14x14 values for a
+# 224x224 model input.
 GRID = 16
-# Pixels sampled per cell side: 4x4 of 16x16 is enough for a cell's mean under
-# noise, at a sixteenth of the memory traffic.
+# Values sampled per cell side (every third one of 14: 5x5): enough for a cell's
+# mean under noise, at a sixth of the memory traffic.
 SAMPLES = 4
 # Call sites remembered (least recently used first out): eKuiper sends one per
 # rule, operator and instance, so a few hundred cover any realistic node.
 MAX_SITES = 256
 # The threshold ``skip_unchanged = true`` stands for, and the least lead of the
 # top-1 score over the second for an answer to be reused (the README's gate study).
-DEFAULT_THRESHOLD = 2.5
+DEFAULT_THRESHOLD = 1.5
 DEFAULT_MIN_MARGIN = 0.3
 
 
-def signature(frame: np.ndarray) -> np.ndarray:
-    """Cell means of an (H, W, 3) uint8 frame: float32 (rows, cols, 3)."""
+def signature(frame: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Cell means of an (H, W, C) frame or input tensor, times ``scale`` (a float
+    tensor's ``std``, back to grey levels): float32 (rows, cols, C)."""
     h, w = frame.shape[:2]
     cell = max(1, min(h, w) // GRID)
     step = max(1, cell // SAMPLES)
     rows, cols = h // cell, w // cell
     if rows == 0 or cols == 0:
-        return frame.astype(np.float32)
-    cells = frame[: rows * cell, : cols * cell].reshape(rows, cell, cols, cell, frame.shape[2])
-    return cells[:, ::step, :, ::step].mean(axis=(1, 3), dtype=np.float32)
+        sig = frame.astype(np.float32)
+    else:
+        cells = frame[: rows * cell, : cols * cell].reshape(rows, cell, cols, cell, frame.shape[2])
+        sig = cells[:, ::step, :, ::step].mean(axis=(1, 3), dtype=np.float32)
+    return sig * np.float32(scale) if scale != 1.0 else sig
 
 
 def distance(a: np.ndarray, b: np.ndarray) -> float:
