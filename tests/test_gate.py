@@ -194,3 +194,16 @@ def test_site_names_of_ekuiper_meta():
     meta = '{"ruleId":"r1","opId":"op2","instanceId":0,"funcId":1}'
     assert site_name(meta) == "r1/op2/0/1"
     assert site_name("cam-a") == "cam-a"
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "float32"])
+def test_signature_is_the_mean_of_each_cells_sample_in_grey_levels(dtype):
+    grey = np.random.default_rng(2).integers(0, 256, (224, 224, 3)).astype(np.float64)
+    expected = grey.reshape(16, 14, 16, 14, 3)[:, 1::3, :, 1::3].mean(axis=(1, 3))
+    if dtype == "uint8":
+        tensor, scale, offset = grey.astype(np.uint8), 1.0, 0.0
+    elif dtype == "int8":
+        tensor, scale, offset = (grey - 128).astype(np.int8), 1.0, -128.0
+    else:
+        tensor, scale, offset = ((grey - 127.5) / 127.5).astype(np.float32), 127.5, -127.5
+    np.testing.assert_allclose(signature(tensor, scale), expected + offset, atol=1e-3)
