@@ -17,10 +17,15 @@ import numpy as np
 from .config import Config, load_config
 from .crop import Box, Crop
 from .decode import Limits, decode, jpeg_splitter
+from .gate import Gate, margin, signature
 from .labels import Result, load_labels, top_k
 from .model import Model
 from .resize import resize_into
 from .source import ImageInput, to_bytes
+
+
+# The call site of API callers that do not name one.
+DEFAULT_SITE = "api"
 
 
 class Classifier:
@@ -48,6 +53,11 @@ class Classifier:
         self._lock = threading.Lock()
         self._engine = None
         self._engine_lock = threading.Lock()
+        # The unchanged-frame gate (skip_unchanged); None keeps today's path untouched.
+        self.gate = Gate(cfg.skip_unchanged, cfg.skip_unchanged_margin) if cfg.skip_unchanged > 0 else None
+        # Signatures in grey levels whatever the input type; margins in confidence units.
+        self._signature_scale = cfg.std if self.model.input.dtype == np.float32 else 1.0
+        self._margin_scale = 1.0 if self.model.output_dtype == np.float32 else self.model.output_scale
         self.warm_up()
 
     def warm_up(self) -> None:
@@ -110,18 +120,51 @@ class Classifier:
     # -- one frame ----------------------------------------------------------------
 
     def label(
-        self, image: ImageInput, top_k: int | None = None, min_confidence: float | None = None,
-        *, crop: Crop | None = None,
+        self,
+        image: ImageInput,
+        top_k: int | None = None,
+        min_confidence: float | None = None,
+        site: str = DEFAULT_SITE,
+        *,
+        crop: Crop | None = None,
     ) -> Result:
         """Top-k labels of one image (raw bytes or base64 text), best first.
 
-        ``crop`` (a ``pyai.Crop``) is this call's region of interest instead of the
-        config's, like MediaPipe's per-call region_of_interest. Raises BadInput
-        with a one-line reason when the image cannot be used.
+        ``site`` names the caller for the unchanged-frame gate (``skip_unchanged``):
+        a frame is only ever compared with the last frame run for the same site, so
+        give each camera its own. ``crop`` (a ``pyai.Crop``) is this call's region of
+        interest instead of the config's, like MediaPipe's per-call
+        region_of_interest. Raises BadInput with a one-line reason when the image
+        cannot be used.
         """
         data = to_bytes(image, self.config.max_encoded_bytes)
         frame = self.decode_bytes(data, reuse=True, split=True, crop=crop)
-        return self.label_frame(frame, top_k, min_confidence, crop=crop)
+        if self.gate is None:
+            return self.label_frame(frame, top_k, min_confidence, crop=crop)
+        return self.label_gated(frame, site, top_k, min_confidence, crop=crop)
+
+    def label_gated(
+        self, frame: np.ndarray, site: str, top_k: int | None = None, min_confidence: float | None = None,
+        *, crop: Crop | None = None,
+    ) -> Result:
+        """Top-k labels of one decoded frame through the gate: the scores of the
+        site's last run frame if this one looks the same, else a run (remembered)."""
+        gate = self.gate
+        if gate is None:
+            return self.label_frame(frame, top_k, min_confidence, crop=crop)
+        model = self.model
+        with self._lock:
+            tensor = model.input_slot(0)
+            self.fill(frame, tensor, crop)
+            # From the tensor the resize just wrote (in cache), which a changed frame
+            # goes on to run with: the check costs a changed frame only the sampling.
+            # The tensor is of the crop region, so a different crop is a different frame.
+            sig = signature(tensor, self._signature_scale)
+            scores = gate.match(site, sig)
+            if scores is None:
+                scores = model.run()[0]
+                gate.store(site, sig, scores, margin(scores, self._margin_scale))
+            return self.results(scores, top_k, min_confidence)
 
     def label_frame(
         self, frame: np.ndarray, top_k: int | None = None, min_confidence: float | None = None,
@@ -154,8 +197,14 @@ class Classifier:
         """Queue images that arrived together (decoded in parallel, then batched); Futures in order."""
         return self.engine.submit_many(list(images))
 
-    def label_many(self, images: Iterable[ImageInput]) -> List[Result]:
-        """Label many images through the batching engine; raises on the first bad one."""
+    def label_many(self, images: Iterable[ImageInput], site: str = DEFAULT_SITE) -> List[Result]:
+        """Label many images through the batching engine; raises on the first bad one.
+
+        With the gate on, the frames go through it one by one, in order, at ``site``
+        (a window of a fixed camera is mostly one frame: most are answered by it).
+        """
+        if self.gate is not None:
+            return [self.label(image, site=site) for image in images]
         return [f.result() for f in self.submit_many(images)]
 
     def describe(self) -> dict:
@@ -169,6 +218,10 @@ class Classifier:
 
     def stats(self) -> dict:
         return self._engine.stats() if self._engine is not None else {}
+
+    def gate_stats(self) -> dict:
+        """The gate's counters (checked, reused, run), in all and per call site; {} when off."""
+        return self.gate.stats() if self.gate is not None else {}
 
     def close(self) -> None:
         """Finish every accepted frame, then stop the engine's threads and the

@@ -78,6 +78,12 @@ class Config:
     stats_log_interval_s: how often the engine logs its counters; 0 disables.
     self_heal: the plugin process starts a guardian process that replaces it if it
         dies (eKuiper never restarts a function plugin); see pyai/plugin/guardian.py.
+    skip_unchanged: the unchanged-frame gate's threshold (pyai/gate.py); 0 = off.
+        A frame whose signature is within it of the last frame the model ran on at
+        the same call site gets that frame's answer. ``true``/``on`` = the default
+        threshold the gate study picked (``pyai.gate.DEFAULT_THRESHOLD``).
+    skip_unchanged_margin: the gate reuses an answer only if its top-1 score led the
+        second by at least this much (near-ties flip on noise alone); 0 = always.
     """
 
     model: str = "tf2_mobilenet_v2_1.0_224_ptq.tflite"
@@ -100,8 +106,11 @@ class Config:
     batch_mode: str = "auto"
     stats_log_interval_s: float = 60.0
     self_heal: bool = True
+    skip_unchanged: float = 0.0
+    skip_unchanged_margin: float = 0.3
 
     def __post_init__(self) -> None:
+        self.skip_unchanged = _gate_threshold(self.skip_unchanged)
         for f in fields(self):
             value = getattr(self, f.name)
             try:
@@ -124,6 +133,10 @@ class Config:
             raise ModelError("config max_encoded_bytes, max_pixels and max_decode_ms must be > 0")
         if self.std == 0:
             raise ModelError("config std must not be 0")
+        if not self.skip_unchanged >= 0:
+            raise ModelError("config skip_unchanged must be >= 0 (0 = off), true or false")
+        if not 0 <= self.skip_unchanged_margin <= 1:
+            raise ModelError("config skip_unchanged_margin must be between 0 and 1")
 
     @property
     def interpreter_threads(self) -> int:
@@ -150,6 +163,18 @@ class Config:
 
 
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _gate_threshold(value: Any) -> Any:
+    """``skip_unchanged`` also takes a switch: on = the default threshold, off = 0."""
+    word = value.strip().lower() if isinstance(value, str) else None
+    if value is True or (word in _BOOL_WORDS and word not in ("0", "1") and _BOOL_WORDS[word]):
+        from .gate import DEFAULT_THRESHOLD
+
+        return DEFAULT_THRESHOLD
+    if value is False or (word in _BOOL_WORDS and word not in ("0", "1") and not _BOOL_WORDS[word]):
+        return 0.0
+    return value
 
 
 def _coerce(type_name: Any, value: Any) -> Any:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -90,8 +91,16 @@ def _float_arg(value: Any, name: str) -> float:
     return float(value)
 
 
+def _site(meta: Any) -> str:
+    """The gate's call-site key: the function meta as eKuiper sends it (the JSON text of
+    ruleId, opId, instanceId, funcId: the same text for every call from one site)."""
+    return meta if isinstance(meta, str) else json.dumps(meta, sort_keys=True)
+
+
 class LabelImage:
     """``labelImage(img [, topK [, minConfidence]])``."""
+
+    takes_meta = True
 
     def __init__(self, holder: ClassifierHolder):
         self.holder = holder
@@ -104,18 +113,22 @@ class LabelImage:
     def is_aggregate(self) -> bool:
         return False
 
-    def exec(self, args: List[Any]) -> Any:
+    def exec(self, args: List[Any], meta: Any = None) -> Any:
         if not 1 <= len(args) <= 3:
             raise BadInput(f"labelImage takes 1 to 3 arguments, got {len(args)}")
         clf = self.holder.get()
         k = _int_arg(args[1], "topK") if len(args) > 1 else None
         min_conf = _float_arg(args[2], "minConfidence") if len(args) > 2 else None
         frame = clf.decode_bytes(_frame_bytes(clf, args[0]), reuse=True, split=True)
-        return clf.label_frame(frame, top_k=k, min_confidence=min_conf)
+        if clf.gate is None:
+            return clf.label_frame(frame, top_k=k, min_confidence=min_conf)
+        return clf.label_gated(frame, _site(meta), top_k=k, min_confidence=min_conf)
 
 
 class LabelImages:
     """``labelImages(col)``: aggregate; one result list per frame of the window, in order."""
+
+    takes_meta = True
 
     def __init__(self, holder: ClassifierHolder):
         self.holder = holder
@@ -128,7 +141,7 @@ class LabelImages:
     def is_aggregate(self) -> bool:
         return True
 
-    def exec(self, args: List[Any]) -> Any:
+    def exec(self, args: List[Any], meta: Any = None) -> Any:
         if len(args) != 1:
             raise BadInput(f"labelImages takes 1 argument, got {len(args)}")
         frames = args[0]
@@ -148,10 +161,26 @@ class LabelImages:
                 continue
             good.append(len(out))
             out.append(None)
+        if clf.gate is not None:
+            return self._gated(clf, _site(meta), out, good, data)
         for i, fut in zip(good, clf.engine.submit_many(data)):
             try:
                 out[i] = fut.result()
             except Exception as exc:  # noqa: BLE001 - one frame's failure must not sink the window
+                out[i] = {"error": one_line(exc)}
+        return out
+
+    @staticmethod
+    def _gated(clf: "Classifier", site: str, out: List[Any], good: List[int], data: List[Any]) -> List[Any]:
+        # In order, one by one: each frame is compared with the last frame run at
+        # this site, which may be an earlier frame of this window. A window of a
+        # fixed camera is mostly answered by the gate; a changing one runs at the
+        # speed of sequential labelImage calls, without the engine's batches.
+        for i, frame_bytes in zip(good, data):
+            try:
+                frame = clf.decode_bytes(frame_bytes, reuse=True, split=True)
+                out[i] = clf.label_gated(frame, site)
+            except PyaiError as exc:  # this frame only
                 out[i] = {"error": one_line(exc)}
         return out
 
@@ -174,6 +203,8 @@ class PyaiStats:
         clf = self.holder.get()
         # clf.stats() does not start the engine: {} until labelImages has run.
         out = {"model": clf.describe(), "engine": clf.stats()}
+        if clf.gate is not None:
+            out["gate"] = clf.gate_stats()
         if clf.splitter is not None:
             out["jpeg"] = clf.splitter.stats()
         if self.process_info is not None:

@@ -60,6 +60,10 @@ class FrameArg:
 
 
 class Function(Protocol):
+    """A function symbol. One whose class sets ``takes_meta = True`` gets the Exec
+    request's last argument, the function meta eKuiper sends (a JSON string of
+    ruleId, opId, instanceId, funcId), as a second argument of ``exec``."""
+
     def validate(self, args: List[Any]) -> str: ...
 
     def exec(self, args: List[Any]) -> Any: ...
@@ -135,6 +139,9 @@ def handle_function_request(fn: Function, req: bytes | bytearray, n: Optional[in
         if name == "Exec":
             if not isinstance(arg, list) or len(arg) < 1:
                 return encode_reply(False, "invalid arg: expected the argument list and the function meta")
+            if getattr(fn, "takes_meta", False):
+                # The function meta (rule, operator, instance): the call site of the gate.
+                return encode_reply(True, fn.exec(arg[:-1], arg[-1]))
             return encode_reply(True, fn.exec(arg[:-1]))
         if name == "Validate":
             err = fn.validate(arg if isinstance(arg, list) else [])

@@ -1,0 +1,234 @@
+"""The unchanged-frame gate through the plugin protocol: what it costs a changed frame,
+what an unchanged frame costs, and a fixed camera's frames/s with and without it.
+
+One run, the packaged plugin under the host stand-in, sessions interleaved by round
+so a noisy phase of the machine hits every variant:
+
+- ``off``: the plugin as installed (gate off, the default);
+- ``on``: the same plugin with ``PYAI_SKIP_UNCHANGED=true`` (the default threshold);
+- ``base`` (with ``--base REV``): the plugin built from an earlier commit, to show
+  that the gate being off changes nothing measurable on today's path.
+
+Frames (``bench/gate_sequences.py``), at 720p and 1080p, each a camera JPEG with its
+own noise and a pixel of jitter, so no two frames have the same bytes:
+
+- changed: every frame a different scene from the one before (the gate checks and
+  runs the model every time): its p50 against ``off``'s is the check's cost;
+- unchanged: one scene (the gate answers all but the first);
+- fixed camera: 300 frames (150 at 1080p) of a camera on one scene, light slowly
+  dimming, a cut to another scene every 100 (50): frames/s = frames / the sum of the
+  calls' times, and the gated answers' top-1 against the ungated ones, frame by frame.
+
+Writes ``bench/results/<arch>-gate-bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import benchlib  # noqa: E402
+import gate_sequences as gs  # noqa: E402
+from gate_sequences import Camera, Scene, SequenceSpec  # noqa: E402
+
+PHOTOS = {"720p": ("cat_720p.jpg", "owl.jpg", "parrot.jpg"), "1080p": ("cat_1080p.jpg", "owl.jpg", "parrot.jpg")}
+SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
+
+
+def sequences(res: str, n: int, samples: Path) -> Dict[str, List[bytes]]:
+    size = SIZES[res]
+    cam = Camera(size=size, noise=3.0, quality=80, jitter=1)
+    photos = PHOTOS[res]
+    # Changed: one frame of each scene in turn.
+    changed_spec = SequenceSpec("changed", tuple(Scene(photos[i % 3], 1) for i in range(n)), cam)
+    unchanged_spec = SequenceSpec("unchanged", (Scene(photos[0], n),), cam)
+    fixed_n = 300 if res == "720p" else 150
+    return {
+        "changed": gs.all_frames(changed_spec, samples, seed=1),
+        "unchanged": gs.all_frames(unchanged_spec, samples, seed=2),
+        "fixed camera": gs.all_frames(gs.fixed_camera(size, photos, fixed_n // 3), samples, seed=3),
+    }
+
+
+def payloads(frames: Sequence[bytes]) -> List[bytes]:
+    # The exact request the Go host sends (the frame as base64, the function meta last).
+    return [benchlib.exec_request(f) for f in frames]
+
+
+def session(env: benchlib.PluginEnv, spec: benchlib.PluginSpec, gate: bool, work: Dict[str, Dict[str, List[bytes]]],
+            timeout_s: float) -> Dict[str, Dict[str, dict]]:
+    """Every sequence once through one plugin process: per call seconds and top-1."""
+    extra = {"PYAI_SKIP_UNCHANGED": "true" if gate else "0"}
+
+    def body(run: benchlib.Running) -> Dict[str, Dict[str, dict]]:
+        host = run.host
+        out: Dict[str, Dict[str, dict]] = {}
+        for res, seqs in work.items():
+            warm = seqs["changed"][:20]
+            for p in warm:  # warm-up: caches, XNNPACK's worker, the split decoder's learning
+                benchlib.call(host, p)
+            out[res] = {}
+            for name, reqs in seqs.items():
+                secs, top1 = [], []
+                for p in reqs:
+                    result, dt = benchlib.call(host, p)
+                    secs.append(dt)
+                    top1.append(result[0]["label"])
+                out[res][name] = {"seconds": secs, "top1": top1}
+                # The next sequence must not start on this one's reference frame.
+                benchlib.call(host, warm[0])
+        return out
+
+    spec = benchlib.PluginSpec(spec.key, spec.name, spec.folder, spec.title, extra_env=extra)
+    return benchlib.plugin_session(env, spec, timeout_s, body)
+
+
+def _p50(xs: Sequence[float]) -> float:
+    return benchlib.quantile(sorted(xs), 0.5)
+
+
+def check_cost(res: str, frames: Sequence[bytes]) -> Dict[str, float]:
+    """In-process, on changed frames: the gate's own work (signature of the tensor,
+    match, margin and copy of the scores) against the frame's whole path (decode,
+    resize, invoke, top-k), p50 of each over the frames, three passes."""
+    import time
+
+    from pyai import Classifier
+    from pyai.gate import Gate, margin, signature
+
+    assets = benchlib.ensure_assets()
+    clf = Classifier(model=str(assets["model"]), labels=str(assets["labels"]))
+    gate = Gate(1.5)
+    model = clf.model
+    check, full = [], []
+    for _ in range(3):
+        for i, data in enumerate(frames):
+            t0 = time.perf_counter()
+            frame = clf.decode_bytes(data, reuse=True, split=True)
+            tensor = model.input_slot(0)
+            clf.fill(frame, tensor)
+            t1 = time.perf_counter()
+            sig = signature(tensor)
+            gate.match("bench", sig)
+            t2 = time.perf_counter()
+            scores = model.run()[0]
+            t3 = time.perf_counter()
+            gate.store("bench", sig, scores, margin(scores, clf._margin_scale))
+            t4 = time.perf_counter()
+            clf.results(scores)
+            t5 = time.perf_counter()
+            check.append((t2 - t1) + (t4 - t3))
+            full.append((t1 - t0) + (t3 - t2) + (t5 - t4))
+    clf.close()
+    c, f = _p50(check) * 1e3, _p50(full) * 1e3
+    return {"check_ms": c, "full_ms": f, "share": c / f}
+
+
+def base_zip(rev: str, dest: Path) -> Path:
+    """dist/pyai.zip built from commit ``rev`` of this repository."""
+    tree = dest / "tree"
+    tree.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    subprocess.run([sys.executable, "-m", "pyai.plugin.package"], cwd=tree, check=True, capture_output=True)
+    return tree / "dist" / "pyai.zip"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=120, help="frames of the changed and unchanged sequences")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--base", metavar="REV", help="also run the plugin built from this commit (gate-off check)")
+    ap.add_argument("--python", help="run the plugin with this interpreter instead of installing it with install.sh")
+    ap.add_argument("--workdir", type=Path)
+    ap.add_argument("--no-save", action="store_true")
+    args = ap.parse_args(argv)
+
+    assets = benchlib.ensure_assets()
+    work_frames = {res: sequences(res, args.calls, assets["samples"]) for res in SIZES}
+    work = {res: {k: payloads(v) for k, v in seqs.items()} for res, seqs in work_frames.items()}
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pyai-gate-bench-"))
+    python = [args.python] if args.python else None
+    env = benchlib.prepare_env(workdir / "head", python)
+    variants = {"off": (env, False), "on": (env, True)}
+    if args.base:
+        base_env = benchlib.prepare_env(workdir / "base", python, zip_path=base_zip(args.base, workdir / "base-src"))
+        variants["base"] = (base_env, False)
+    timeout_s = benchlib.host_timeout_s(False)
+
+    runs: Dict[str, List[dict]] = {k: [] for k in variants}
+    for r in range(args.rounds):
+        for key, (e, gate) in variants.items():
+            print(f"round {r + 1}/{args.rounds}: {key}", flush=True)
+            runs[key].append(session(e, e.specs["pyai"], gate, work, timeout_s))
+
+    def pooled(key: str, res: str, seq: str) -> List[float]:
+        return [s for run in runs[key] for s in run[res][seq]["seconds"]]
+
+    report: Dict[str, dict] = {"machine": benchlib.machine_info(), "rounds": args.rounds, "calls": args.calls,
+                               "base": args.base, "resolutions": {}}
+    for res in SIZES:
+        row: Dict[str, object] = {}
+        for seq in ("changed", "unchanged"):
+            row[seq] = {k: benchlib.summarize(pooled(k, res, seq)) for k in variants}
+        # Ratios of sessions run back to back (round by round), then their median: the
+        # machine's load moves between sessions more than the gate's own cost.
+        def ratio(a: str, b: str, seq: str) -> float:
+            rs = sorted(_p50(runs[a][i][res][seq]["seconds"]) / _p50(runs[b][i][res][seq]["seconds"])
+                        for i in range(args.rounds))
+            return rs[len(rs) // 2]
+
+        row["changed_cost"] = ratio("on", "off", "changed") - 1
+        row["unchanged_share_of_full"] = ratio("on", "off", "unchanged")
+        row["check_in_process"] = check_cost(res, work_frames[res]["changed"])
+        if "base" in variants:
+            row["off_vs_base"] = ratio("off", "base", "changed") - 1
+        fixed = {}
+        for k in variants:
+            fps = [len(run[res]["fixed camera"]["seconds"]) / sum(run[res]["fixed camera"]["seconds"]) for run in runs[k]]
+            fixed[k] = {"fps_per_round": fps, "fps": sorted(fps)[len(fps) // 2]}
+        fixed["speedup_per_round"] = [
+            (len(a[res]["fixed camera"]["seconds"]) / sum(a[res]["fixed camera"]["seconds"]))
+            / (len(b[res]["fixed camera"]["seconds"]) / sum(b[res]["fixed camera"]["seconds"]))
+            for a, b in zip(runs["on"], runs["off"])
+        ]
+        off_top1 = runs["off"][0][res]["fixed camera"]["top1"]
+        agree = [sum(a == b for a, b in zip(run[res]["fixed camera"]["top1"], off_top1)) / len(off_top1)
+                 for run in runs["on"]]
+        fixed["speedup"] = sorted(fixed["speedup_per_round"])[len(fixed["speedup_per_round"]) // 2]
+        fixed["top1_agreement"] = min(agree)
+        row["fixed camera"] = fixed
+        report["resolutions"][res] = row
+
+        print(f"\n{res}: p50 ms per call through the protocol")
+        print("  sequence    " + "  ".join(f"{k:>8}" for k in variants))
+        for seq in ("changed", "unchanged"):
+            print(f"  {seq:10s}  " + "  ".join(f"{row[seq][k]['p50']:8.2f}" for k in variants))
+        cip = row["check_in_process"]
+        print(f"  check on a changed frame: {row['changed_cost']:+.1%} of the call (median of the rounds' ratios); "
+              f"in-process the check itself takes {cip['check_ms']:.3f} ms, the frame's whole path "
+              f"{cip['full_ms']:.2f} ms ({cip['share']:.1%})")
+        print(f"  unchanged frame: {row['unchanged_share_of_full']:.0%} of a full call")
+        if "off_vs_base" in row:
+            print(f"  gate off vs {args.base}: {row['off_vs_base']:+.1%}")
+        print(f"  fixed camera: {fixed['off']['fps']:.0f} frames/s without the gate, {fixed['on']['fps']:.0f} with "
+              f"({fixed['speedup']:.2f}x), top-1 agreement {fixed['top1_agreement']:.2%}")
+
+    if not args.no_save:
+        out = benchlib.RESULTS / f"{benchlib.results_stem(report['machine'])}-gate-bench.json"
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"\nwrote {out.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,209 @@
+"""The unchanged-frame gate (``skip_unchanged``) through the Python API.
+
+Frames are small synthetic fixed-camera shots of the sample photos: the photo
+with its own sensor noise, JPEG-encoded again, so no two frames have the same bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+import pytest
+import simplejpeg
+
+from pyai import BadInput, Classifier, load_config
+from pyai import classifier as classifier_module
+from pyai.config import Config
+from pyai.gate import DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, Gate, distance, margin, signature, site_name
+
+from .conftest import DEFAULT_MODEL, EXPECTED_TOP1
+
+CAT = "286:Egyptian cat"
+
+
+def camera_shot(jpeg: bytes, seed: int, noise: float = 2.0, gain: float = 1.0, quality: int = 85) -> bytes:
+    """``jpeg`` as a fixed camera would send it again: its own noise, re-encoded."""
+    rgb = simplejpeg.decode_jpeg(jpeg, colorspace="RGB", min_width=640, min_height=360).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    rgb = rgb * gain + rng.normal(0.0, noise, rgb.shape)
+    return simplejpeg.encode_jpeg(np.clip(rgb + 0.5, 0, 255).astype(np.uint8), quality=quality, colorspace="RGB")
+
+
+@pytest.fixture(scope="module")
+def shots(images: Dict[str, bytes]) -> Dict[str, list]:
+    return {
+        "cat": [camera_shot(images["cat_720p.jpg"], s) for s in range(4)],
+        "hotdog": [camera_shot(images["hot_dog.jpg"], s) for s in range(2)],
+    }
+
+
+def _make(models_dir, labels_path, **kw) -> Classifier:
+    return Classifier(model=str(models_dir / DEFAULT_MODEL), labels=str(labels_path), threads=2, **kw)
+
+
+@pytest.fixture(scope="module")
+def gated(models_dir, labels_path):
+    clf = _make(models_dir, labels_path, skip_unchanged=DEFAULT_THRESHOLD)
+    yield clf
+    clf.close()
+
+
+def _counts(clf: Classifier, site: str) -> tuple:
+    s = clf.gate_stats()["sites"][site]
+    return s["checked"], s["reused"], s["run"]
+
+
+def test_off_by_default_and_off_never_takes_a_signature(classifier, shots, monkeypatch):
+    assert Config().skip_unchanged == 0 and classifier.gate is None
+    assert classifier.gate_stats() == {}
+
+    def no_signature(frame):
+        raise AssertionError("the gate's signature was taken with the gate off")
+
+    monkeypatch.setattr(classifier_module, "signature", no_signature)
+    first = classifier.label(shots["cat"][0])
+    assert classifier.label(shots["cat"][0]) == first
+    assert first[0]["label"] == CAT
+
+
+def test_same_frame_twice_is_reused_with_the_same_answer(gated, classifier, shots):
+    site = "twice"
+    a = gated.label(shots["cat"][0], site=site)
+    b = gated.label(shots["cat"][0], site=site)
+    assert a == b == classifier.label(shots["cat"][0])
+    assert _counts(gated, site) == (2, 1, 1)
+
+
+def test_a_new_shot_of_the_same_scene_is_reused(gated, classifier, shots):
+    site = "noise"
+    first = gated.label(shots["cat"][0], site=site)
+    for shot in shots["cat"][1:]:
+        # The answer is the run frame's, and here also what the model says of this one.
+        assert gated.label(shot, site=site) == first
+        assert classifier.label(shot)[0]["label"] == first[0]["label"]
+    assert _counts(gated, site) == (4, 3, 1)
+
+
+def test_a_changed_scene_runs_the_model_again(gated, classifier, shots):
+    site = "cut"
+    assert gated.label(shots["cat"][0], site=site)[0]["label"] == CAT
+    hotdog = gated.label(shots["hotdog"][0], site=site)
+    assert hotdog == classifier.label(shots["hotdog"][0])
+    assert hotdog[0]["label"] == EXPECTED_TOP1["hot_dog.jpg"]
+    # The hot dog is now the site's reference: another shot of it is reused, a cat runs.
+    assert gated.label(shots["hotdog"][1], site=site) == hotdog
+    assert gated.label(shots["cat"][1], site=site)[0]["label"] == CAT
+    assert _counts(gated, site) == (4, 1, 3)
+
+
+def test_call_sites_never_share(gated, shots):
+    gated.label(shots["cat"][0], site="cam-a")
+    gated.label(shots["cat"][0], site="cam-b")
+    assert _counts(gated, "cam-a") == (1, 0, 1)
+    assert _counts(gated, "cam-b") == (1, 0, 1)
+    gated.label(shots["cat"][1], site="cam-b")
+    assert _counts(gated, "cam-a") == (1, 0, 1)
+    assert _counts(gated, "cam-b") == (2, 1, 1)
+
+
+def test_reused_answer_honours_top_k_and_min_confidence_of_its_own_call(gated, classifier, shots):
+    site = "topk"
+    gated.label(shots["cat"][0], site=site, top_k=1)
+    for k, min_conf in ((5, None), (3, 0.01), (10, 0.0), (2, 0.5)):
+        got = gated.label(shots["cat"][0], site=site, top_k=k, min_confidence=min_conf)
+        assert got == classifier.label(shots["cat"][0], top_k=k, min_confidence=min_conf)
+    assert len(gated.label(shots["cat"][0], site=site, top_k=10)) == 10
+    assert _counts(gated, site) == (6, 5, 1)
+
+
+def test_a_frame_that_fails_to_decode_is_an_error_never_a_reused_answer(gated, shots):
+    site = "bad"
+    good = shots["cat"][0]
+    gated.label(good, site=site)
+    for bad in (good[: len(good) // 2], good[:600] + bytes(len(good) - 600), b"not an image"):
+        with pytest.raises(BadInput):
+            gated.label(bad, site=site)
+    assert _counts(gated, site) == (1, 0, 1)
+    assert gated.label(good, site=site)[0]["label"] == CAT
+
+
+def test_an_unsure_answer_is_not_reused(models_dir, labels_path, shots):
+    # The cat's top-1 leads by about 0.7: with a margin above that it is never reused.
+    with _make(models_dir, labels_path, skip_unchanged=DEFAULT_THRESHOLD, skip_unchanged_margin=0.99) as clf:
+        clf.label(shots["cat"][0])
+        clf.label(shots["cat"][0])
+        assert _counts(clf, "api") == (2, 0, 2)
+    with _make(models_dir, labels_path, skip_unchanged=DEFAULT_THRESHOLD, skip_unchanged_margin=0.0) as clf:
+        clf.label(shots["cat"][0])
+        clf.label(shots["cat"][0])
+        assert _counts(clf, "api") == (2, 1, 1)
+
+
+def test_label_many_goes_through_the_gate_in_order(gated, classifier, shots):
+    window = [shots["cat"][0], shots["cat"][1], shots["hotdog"][0], shots["hotdog"][1], shots["cat"][2]]
+    got = gated.label_many(window, site="window")
+    assert [r[0]["label"] for r in got] == [classifier.label(w)[0]["label"] for w in window]
+    assert _counts(gated, "window") == (5, 2, 3)
+
+
+def test_sites_are_bounded_least_recently_used_first_out():
+    gate = Gate(1.0, min_margin=0.0, max_sites=2)
+    sig = np.zeros((2, 2, 3), np.float32)
+    scores = np.arange(5, dtype=np.uint8)
+    for site in ("a", "b"):
+        assert gate.match(site, sig) is None
+        gate.store(site, sig, scores, 1.0)
+    assert gate.match("a", sig) is not None  # a is now the most recent
+    gate.store("c", sig, scores, 1.0)
+    assert set(gate.stats()["sites"]) == {"a", "c"} and gate.stats()["sites_evicted"] == 1
+    assert gate.match("b", sig) is None
+
+
+def test_signature_distance_ignores_a_uniform_brightness_change_but_not_a_local_one():
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 200, (270, 480, 3), dtype=np.uint8)
+    sig = signature(frame)
+    assert sig.shape == (16, 30, 3)
+    assert distance(sig, signature(frame + np.uint8(20))) < 1e-3
+    changed = frame.copy()
+    changed[:90, :160] = 255 - changed[:90, :160]
+    assert distance(sig, signature(changed)) > 5
+    assert distance(sig, signature(frame[:200])) == float("inf")
+
+
+def test_margin_reads_the_lead_of_the_top_score():
+    assert margin(np.array([[3, 250, 10, 200]], np.uint8), 1 / 256) == pytest.approx(50 / 256)
+    assert margin(np.array([0.1, 0.5, 0.45], np.float32)) == pytest.approx(0.05)
+
+
+def test_config_switches_and_validation():
+    assert load_config(env={"PYAI_SKIP_UNCHANGED": "true"}).skip_unchanged == DEFAULT_THRESHOLD
+    assert load_config(env={"PYAI_SKIP_UNCHANGED": "off"}).skip_unchanged == 0
+    assert load_config(env={"PYAI_SKIP_UNCHANGED": "4"}).skip_unchanged == 4.0
+    assert Config(skip_unchanged=True).skip_unchanged == DEFAULT_THRESHOLD
+    assert Config().skip_unchanged_margin == DEFAULT_MIN_MARGIN
+    from pyai.errors import ModelError
+
+    for bad in ({"skip_unchanged": -1}, {"skip_unchanged": "maybe"}, {"skip_unchanged_margin": 2}):
+        with pytest.raises(ModelError):
+            Config(**bad)
+
+
+def test_site_names_of_ekuiper_meta():
+    meta = '{"ruleId":"r1","opId":"op2","instanceId":0,"funcId":1}'
+    assert site_name(meta) == "r1/op2/0/1"
+    assert site_name("cam-a") == "cam-a"
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "float32"])
+def test_signature_is_the_mean_of_each_cells_sample_in_grey_levels(dtype):
+    grey = np.random.default_rng(2).integers(0, 256, (224, 224, 3)).astype(np.float64)
+    expected = grey.reshape(16, 14, 16, 14, 3)[:, 1::3, :, 1::3].mean(axis=(1, 3))
+    if dtype == "uint8":
+        tensor, scale, offset = grey.astype(np.uint8), 1.0, 0.0
+    elif dtype == "int8":
+        tensor, scale, offset = (grey - 128).astype(np.int8), 1.0, -128.0
+    else:
+        tensor, scale, offset = ((grey - 127.5) / 127.5).astype(np.float32), 127.5, -127.5
+    np.testing.assert_allclose(signature(tensor, scale), expected + offset, atol=1e-3)
