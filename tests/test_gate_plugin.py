@@ -15,7 +15,10 @@ from tests.hostsim import PluginHost
 from .conftest import EXPECTED_TOP1
 from .test_gate import camera_shot
 
-CAT = "286:Egyptian cat"
+# Scenes the shipped model is sure of: the gate reuses only an answer whose top-1
+# led the second by skip_unchanged_margin (the cat, at 0.34 before the camera's
+# noise, is too close to that for a test of reuse).
+PARROT = EXPECTED_TOP1["parrot.jpg"]
 HOT_DOG = EXPECTED_TOP1["hot_dog.jpg"]
 
 
@@ -47,7 +50,7 @@ def b64(images: Dict[str, bytes]) -> Dict[str, list]:
         return base64.b64encode(data).decode()
 
     return {
-        "cat": [enc(camera_shot(images["cat_720p.jpg"], s)) for s in range(3)],
+        "parrot": [enc(camera_shot(images["parrot.jpg"], s)) for s in range(3)],
         "hotdog": [enc(camera_shot(images["hot_dog.jpg"], s)) for s in range(2)],
     }
 
@@ -62,17 +65,17 @@ def _site(host, rule: str) -> dict:
 
 
 def test_rules_are_separate_sites_and_a_reused_answer_honours_topk(gated_host, b64):
-    full = _ok(gated_host.exec("labelImage", b64["cat"][0], rule="gA"))
-    assert full[0]["label"] == CAT and len(full) == 5
-    assert _ok(gated_host.exec("labelImage", b64["cat"][1], 2, rule="gA")) == full[:2]
+    full = _ok(gated_host.exec("labelImage", b64["parrot"][0], rule="gA"))
+    assert full[0]["label"] == PARROT and len(full) == 5
+    assert _ok(gated_host.exec("labelImage", b64["parrot"][1], 2, rule="gA")) == full[:2]
     # Another rule sees the same frames: its own first frame runs the model.
-    assert _ok(gated_host.exec("labelImage", b64["cat"][1], rule="gB")) != []
+    assert _ok(gated_host.exec("labelImage", b64["parrot"][1], rule="gB")) != []
     assert _site(gated_host, "gA") == {"checked": 2, "reused": 1, "run": 1}
     assert _site(gated_host, "gB") == {"checked": 1, "reused": 0, "run": 1}
 
 
 def test_a_changed_scene_runs_and_a_bad_frame_is_an_error(gated_host, b64, images):
-    assert _ok(gated_host.exec("labelImage", b64["cat"][0], rule="gC"))[0]["label"] == CAT
+    assert _ok(gated_host.exec("labelImage", b64["parrot"][0], rule="gC"))[0]["label"] == PARROT
     truncated = base64.b64encode(images["cat_720p.jpg"][:5000]).decode()
     reply = gated_host.exec("labelImage", truncated, rule="gC")
     assert not reply.state and "JPEG" in reply.result
@@ -82,10 +85,10 @@ def test_a_changed_scene_runs_and_a_bad_frame_is_an_error(gated_host, b64, image
 
 def test_label_images_windows_reuse_in_order(gated_host, b64):
     gated_host.start_symbol("labelImages")
-    window = [b64["cat"][0], b64["cat"][1], "not base64!", b64["hotdog"][0], b64["hotdog"][1], b64["cat"][2]]
+    window = [b64["parrot"][0], b64["parrot"][1], "not base64!", b64["hotdog"][0], b64["hotdog"][1], b64["parrot"][2]]
     out = _ok(gated_host.exec("labelImages", window, rule="gW"))
     assert [r[0]["label"] if isinstance(r, list) else "error" for r in out] == [
-        CAT, CAT, "error", HOT_DOG, HOT_DOG, CAT,
+        PARROT, PARROT, "error", HOT_DOG, HOT_DOG, PARROT,
     ]
     stats = _ok(gated_host.exec("pyaiStats"))["gate"]
     assert stats["threshold"] == DEFAULT_THRESHOLD
