@@ -356,18 +356,24 @@ def targets(res: Dict[str, Any]) -> List[Dict[str, Any]]:
         out.append({"target": "pyai highest held rate through kuiperd / its protocol-alone frames/s",
                     "measured": f"{x:.2f}x ({pyai:.1f} / {proto:.1f} frames/s)", "goal": ">= 0.85x",
                     "ok": x >= 0.85, "ratio": x})
+    tut_tfl = held.get("tutorial_tflite")
+    if pyai is not None and tut_tfl:
+        x = pyai / tut_tfl
+        out.append({"target": "pyai highest held rate / the tutorial plugin's as written (tflite_runtime)",
+                    "measured": f"{x:.1f}x ({pyai:.1f} / {tut_tfl:.1f} frames/s)", "goal": ">= 12x",
+                    "ok": x >= 12.0, "ratio": x})
     if pyai is not None and tut:
         x = pyai / tut
-        out.append({"target": "pyai highest held rate / the tutorial plugin's, same kuiperd",
-                    "measured": f"{x:.1f}x ({pyai:.1f} / {tut:.1f} frames/s)", "goal": ">= 12x",
-                    "ok": x >= 12.0, "ratio": x})
+        out.append({"target": "(info) pyai highest held rate / the tutorial plugin's on LiteRT",
+                    "measured": f"{x:.1f}x ({pyai:.1f} / {tut:.1f} frames/s)", "goal": "info",
+                    "ok": True, "ratio": x})
     return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short loads (5 s, ramp steps 4 s)")
-    ap.add_argument("--plugins", default="pyai,labelImages,tutorial", help="which rules to load")
+    ap.add_argument("--plugins", default="pyai,labelImages,tutorial_tflite,tutorial", help="which rules to load")
     ap.add_argument("--no-overload", action="store_true")
     ap.add_argument("--workdir", type=Path, help="keep the hosts' folders and logs here")
     ap.add_argument("--out-dir", type=Path, default=benchlib.RESULTS)
@@ -402,7 +408,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         say(f"building the zips and starting mosquitto + kuiperd {ekuiper_host.VERSION} in {workdir} ...")
         pyai_zip = ekuiper_plugins.build_pyai_zip(workdir / "dist" / "pyai.zip")
         tutorial_zip = ekuiper_plugins.build_tutorial_zip(workdir / "dist" / "tutorial.zip")
-        host = ekuiper_host.start_host(workdir, pyai_zip, tutorial_zip)
+        tutorial_tfl_zip = (ekuiper_plugins.build_tutorial_zip(workdir / "dist" / "tutorialtfl.zip", tflite_runtime=True)
+                            if "tutorial_tflite" in keys else None)
+        host = ekuiper_host.start_host(workdir, pyai_zip, tutorial_zip, tutorial_tfl_zip)
         res["install_seconds"] = host.install_seconds
         say(f"  installed: {', '.join(f'{k} {v:.1f} s' for k, v in host.install_seconds.items())}")
         loads: Dict[str, List[Dict[str, Any]]] = {}

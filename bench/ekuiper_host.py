@@ -47,9 +47,12 @@ RULES: Dict[str, RuleKind] = {
     "labelImages": RuleKind("labelImages", "pyai labelImages, CountWindow(8)",
                             f"SELECT labelImages(self) AS labels, collect(meta(topic)) AS topics FROM {STREAM} "
                             "GROUP BY CountWindow(8)", window=8),
-    "tutorial": RuleKind("tutorial", "tutorial plugin (baseline)",
+    "tutorial": RuleKind("tutorial", "tutorial plugin (baseline, LiteRT)",
                          f"SELECT {ekuiper_plugins.TUTORIAL_SYMBOL}(self)[0]->label AS label, meta(topic) AS topic "
                          f"FROM {STREAM}"),
+    "tutorial_tflite": RuleKind("tutorial_tflite", "tutorial plugin as written (tflite_runtime)",
+                                f"SELECT {ekuiper_plugins.TUTORIAL_TFL_SYMBOL}(self)[0]->label AS label, "
+                                f"meta(topic) AS topic FROM {STREAM}"),
 }
 
 
@@ -222,7 +225,7 @@ class Host:
         return left
 
 
-def start_host(workdir: Path, pyai_zip: Path, tutorial_zip: Path) -> Host:
+def start_host(workdir: Path, pyai_zip: Path, tutorial_zip: Path, tutorial_tfl_zip: Optional[Path] = None) -> Host:
     binary = build_kuiperd.cached_binary(VERSION)
     if binary is None:
         binary = build_kuiperd.build(VERSION)
@@ -253,8 +256,18 @@ def start_host(workdir: Path, pyai_zip: Path, tutorial_zip: Path) -> Host:
         if status >= 300:
             raise RuntimeError(f"installing the tutorial plugin: HTTP {status}: {answer}\n{k.log_tail()}")
         host.install_seconds["tutorial"] = time.monotonic() - t0
+        plugins = 2
+        if tutorial_tfl_zip is not None:
+            t0 = time.monotonic()
+            status, answer = k.rest.call("POST", "/plugins/portables",
+                                         {"name": ekuiper_plugins.TUTORIAL_TFL, "file": tutorial_tfl_zip.resolve().as_uri(),
+                                          "shellParas": ["--python", str(python)]}, timeout=600)
+            if status >= 300:
+                raise RuntimeError(f"installing the tutorial plugin on tflite_runtime: HTTP {status}: {answer}\n{k.log_tail()}")
+            host.install_seconds["tutorial_tflite"] = time.monotonic() - t0
+            plugins = 3
         k.rest.create_stream(STREAM_SQL)
-        wait_for(lambda: len(host.plugin_pids()) >= 2, 60, "both plugin processes")
+        wait_for(lambda: len(host.plugin_pids()) >= plugins, 60, "every plugin process")
     except BaseException:
         host.stop()
         raise

@@ -10,6 +10,13 @@
   Pillow and ``ai-edge-litert`` into the interpreter named by
   ``shellParas: ["--python", ...]`` (the tutorial's ``tflite_runtime`` does not
   import under NumPy 2: see bench/README.md).
+- ``tutorialtfl``: the same plugin as the tutorial writes it, on ``tflite_runtime``
+  (function ``tutorialTfliteLabelImage``). One kuiperd has one ``pythonBin``, and
+  ``tflite_runtime`` needs NumPy 1.x, so its install.sh makes a venv of its own in
+  the plugin folder (``ekuiper tflite-runtime "numpy<2" pillow``, what the
+  tutorial's ``pip install pynng ekuiper tflite_runtime`` gives), and its entry
+  point re-executes itself with that venv's interpreter: the same process, as for a
+  user whose pythonBin has the tutorial's packages.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from benchlib import DEFAULT_MODEL, LABELS, MODELS, PLUGINS
 
 TUTORIAL = "tutorial"
 TUTORIAL_SYMBOL = "tutorialLabelImage"
+TUTORIAL_TFL = "tutorialtfl"
+TUTORIAL_TFL_SYMBOL = "tutorialTfliteLabelImage"
 EPOCH = (2024, 1, 1, 0, 0, 0)
 
 # The tutorial's entry point (bench/plugins/baseline/baseline.py) with the plugin
@@ -54,13 +63,53 @@ echo "tutorial: installing into $PY"
 """
 
 
-def build_tutorial_zip(out: Path) -> Path:
+# The tutorial as written: its own venv with tflite_runtime + NumPy 1.x, entered by
+# re-executing the entry point (the process eKuiper started stays the plugin).
+TUTORIAL_TFL_MAIN = f'''"""eKuiper's Python TFLite tutorial plugin on tflite_runtime: plugin `{TUTORIAL_TFL}`, function `{TUTORIAL_TFL_SYMBOL}`."""
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VENV = os.path.join(HERE, "venv")
+if os.path.abspath(sys.prefix) != VENV:
+    env = dict(os.environ, PYAI_BENCH_RUNTIME="tflite_runtime")
+    py = os.path.join(VENV, "bin", "python")
+    os.execve(py, [py, "-u", os.path.abspath(__file__)] + sys.argv[1:], env)
+
+from ekuiper import PluginConfig, plugin  # noqa: E402
+
+from label_func import labelIns  # noqa: E402
+
+if __name__ == "__main__":
+    c = PluginConfig("{TUTORIAL_TFL}", {{}}, {{}}, {{"{TUTORIAL_TFL_SYMBOL}": lambda: labelIns}})
+    plugin.start(c)
+'''
+
+TUTORIAL_TFL_MANIFEST = (
+    '{"version": "v1.0.0", "language": "python", "executable": "tutorial.py", '
+    f'"sources": [], "sinks": [], "functions": ["{TUTORIAL_TFL_SYMBOL}"]}}\n'
+)
+
+TUTORIAL_TFL_INSTALL = """#!/bin/sh
+set -eu
+PY=python3
+if [ "${1:-}" = "--python" ]; then PY="$2"; fi
+"$PY" -m venv venv
+echo "tutorialtfl: installing into $(pwd)/venv"
+venv/bin/python -m pip install --disable-pip-version-check --no-input -q ekuiper tflite-runtime "numpy<2" pillow
+venv/bin/python -c "import ekuiper, pynng, PIL, numpy, tflite_runtime.interpreter"
+"""
+
+
+def build_tutorial_zip(out: Path, tflite_runtime: bool = False) -> Path:
     """The tutorial plugin's zip: manifest, entry point, label.py, label_func.py,
-    install.sh, the model and the labels (under the names label.py looks for)."""
+    install.sh, the model and the labels (under the names label.py looks for).
+    ``tflite_runtime``: the tutorial as written (plugin ``tutorialtfl``)."""
+    name = TUTORIAL_TFL if tflite_runtime else TUTORIAL
     files: Dict[str, bytes] = {
-        f"{TUTORIAL}.json": TUTORIAL_MANIFEST.encode(),
-        "tutorial.py": TUTORIAL_MAIN.encode(),
-        "install.sh": TUTORIAL_INSTALL.encode(),
+        f"{name}.json": (TUTORIAL_TFL_MANIFEST if tflite_runtime else TUTORIAL_MANIFEST).encode(),
+        "tutorial.py": (TUTORIAL_TFL_MAIN if tflite_runtime else TUTORIAL_MAIN).encode(),
+        "install.sh": (TUTORIAL_TFL_INSTALL if tflite_runtime else TUTORIAL_INSTALL).encode(),
         "label.py": (PLUGINS / "baseline" / "label.py").read_bytes(),
         "label_func.py": (PLUGINS / "baseline" / "label_func.py").read_bytes(),
         DEFAULT_MODEL: (MODELS / DEFAULT_MODEL).read_bytes(),

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 TITLES = {"pyai": "pyai labelImage", "labelImages": "pyai labelImages CountWindow(8)",
-          "tutorial": "tutorial plugin", "overload": "pyai overloaded"}
-COLORS = {"pyai": "tab:green", "labelImages": "tab:blue", "tutorial": "tab:red"}
+          "tutorial": "tutorial plugin on LiteRT", "tutorial_tflite": "tutorial plugin as written",
+          "overload": "pyai overloaded"}
+COLORS = {"pyai": "tab:green", "labelImages": "tab:blue", "tutorial": "tab:orange", "tutorial_tflite": "tab:red"}
 
 
 def header_line() -> str:
