@@ -37,9 +37,14 @@ EPOCH = (2024, 1, 1, 0, 0, 0)
 # The tutorial's entry point (bench/plugins/baseline/baseline.py) with the plugin
 # and symbol names of this bench.
 TUTORIAL_MAIN = f'''"""eKuiper's Python TFLite tutorial plugin, as plugin `{TUTORIAL}`, function `{TUTORIAL_SYMBOL}`."""
-from ekuiper import PluginConfig, plugin
+import os
 
-from label_func import labelIns
+# The model pyai ships, under its own name (label.py reads PYAI_BENCH_MODEL).
+os.environ.setdefault("PYAI_BENCH_MODEL", os.path.join(os.path.dirname(os.path.abspath(__file__)), "{DEFAULT_MODEL}"))
+
+from ekuiper import PluginConfig, plugin  # noqa: E402
+
+from label_func import labelIns  # noqa: E402
 
 if __name__ == "__main__":
     c = PluginConfig("{TUTORIAL}", {{}}, {{}}, {{"{TUTORIAL_SYMBOL}": lambda: labelIns}})
@@ -72,7 +77,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(HERE, "venv")
 if os.path.abspath(sys.prefix) != VENV:
-    env = dict(os.environ, PYAI_BENCH_RUNTIME="tflite_runtime")
+    # The model pyai ships, under its own name (label.py reads PYAI_BENCH_MODEL).
+    env = dict(os.environ, PYAI_BENCH_RUNTIME="tflite_runtime",
+               PYAI_BENCH_MODEL=os.path.join(HERE, "{DEFAULT_MODEL}"))
     py = os.path.join(VENV, "bin", "python")
     os.execve(py, [py, "-u", os.path.abspath(__file__)] + sys.argv[1:], env)
 
