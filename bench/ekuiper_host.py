@@ -248,24 +248,19 @@ def start_host(workdir: Path, pyai_zip: Path, tutorial_zip: Path, tutorial_tfl_z
         if status >= 300:
             raise RuntimeError(f"installing pyai: HTTP {status}: {answer}\n{k.log_tail()}")
         host.install_seconds["pyai"] = time.monotonic() - t0
-        # ... and the same for the tutorial plugin, naming the interpreter (shellParas).
-        t0 = time.monotonic()
-        status, answer = k.rest.call("POST", "/plugins/portables",
-                                     {"name": ekuiper_plugins.TUTORIAL, "file": tutorial_zip.resolve().as_uri(),
-                                      "shellParas": ["--python", str(python)]}, timeout=600)
-        if status >= 300:
-            raise RuntimeError(f"installing the tutorial plugin: HTTP {status}: {answer}\n{k.log_tail()}")
-        host.install_seconds["tutorial"] = time.monotonic() - t0
-        plugins = 2
+        # ... and the same for the tutorial's plugin(s), naming the interpreter (shellParas).
+        tutorials = [("tutorial", ekuiper_plugins.TUTORIAL, tutorial_zip)]
         if tutorial_tfl_zip is not None:
+            tutorials.append(("tutorial_tflite", ekuiper_plugins.TUTORIAL_TFL, tutorial_tfl_zip))
+        for key, name, zip_path in tutorials:
             t0 = time.monotonic()
             status, answer = k.rest.call("POST", "/plugins/portables",
-                                         {"name": ekuiper_plugins.TUTORIAL_TFL, "file": tutorial_tfl_zip.resolve().as_uri(),
+                                         {"name": name, "file": zip_path.resolve().as_uri(),
                                           "shellParas": ["--python", str(python)]}, timeout=600)
             if status >= 300:
-                raise RuntimeError(f"installing the tutorial plugin on tflite_runtime: HTTP {status}: {answer}\n{k.log_tail()}")
-            host.install_seconds["tutorial_tflite"] = time.monotonic() - t0
-            plugins = 3
+                raise RuntimeError(f"installing plugin {name}: HTTP {status}: {answer}\n{k.log_tail()}")
+            host.install_seconds[key] = time.monotonic() - t0
+        plugins = 1 + len(tutorials)
         k.rest.create_stream(STREAM_SQL)
         wait_for(lambda: len(host.plugin_pids()) >= plugins, 60, "every plugin process")
     except BaseException:
