@@ -36,7 +36,6 @@ import argparse
 import csv
 import dataclasses
 import datetime as dt
-import json
 import logging
 import platform
 import sys
@@ -423,12 +422,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     }
     print_table(res)
     if not args.no_save:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        stem = benchlib.results_stem(info) + "-accuracy"
-        jpath = args.out_dir / f"{stem}.json"
-        jpath.write_text(json.dumps(res, indent=1))
-        log.info("wrote %s", jpath)
-        log.info("%s", write_chart(res, args.out_dir / f"{stem}.png"))
+        benchlib.save_results(res, args.out_dir, benchlib.results_stem(info) + "-accuracy", write_chart,
+                              lambda msg: log.info("%s", msg))
     log.info("accuracy bench took %.0f s", time.perf_counter() - t0)
     return 0
 

@@ -16,7 +16,6 @@ import platform
 import runpy
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -245,6 +244,21 @@ def machine_info() -> Dict[str, Any]:
 def results_stem(info: Dict[str, Any]) -> str:
     """One results file per architecture; an emulated run never overwrites a real board's."""
     return info["arch"] + ("-emulated" if info.get("emulation", {}).get("emulated") else "")
+
+
+def save_results(res: Dict[str, Any], out_dir: Path, stem: str,
+                 write_chart: Callable[[Dict[str, Any], Path], Optional[str]], say: Callable[[str], None]) -> Path:
+    """``<stem>.json`` (written whole or not at all) and ``<stem>.png`` in ``out_dir``;
+    ``write_chart`` returns a message when it did not write the chart."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jpath = out_dir / f"{stem}.json"
+    tmp_path = jpath.with_suffix(".json.tmp")
+    tmp_path.write_text(json.dumps(res, indent=1))
+    tmp_path.replace(jpath)
+    say(f"wrote {jpath}")
+    png = out_dir / f"{stem}.png"
+    say(write_chart(res, png) or f"wrote {png}")
+    return jpath
 
 
 # -- the protocol harness ------------------------------------------------------------------

@@ -442,13 +442,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         res["bench_seconds"] = time.monotonic() - t_start
         ekuiper_report.print_report(res, say)
         if not args.no_save:
-            args.out_dir.mkdir(parents=True, exist_ok=True)
-            stem = benchlib.results_stem(res["machine"]) + "-ekuiper"
-            path = args.out_dir / f"{stem}.json"
-            path.write_text(json.dumps(res, indent=1))
-            say(f"wrote {path}")
-            msg = ekuiper_report.write_chart(res, args.out_dir / f"{stem}.png")
-            say(msg or f"wrote {args.out_dir / (stem + '.png')}")
+            benchlib.save_results(res, args.out_dir, benchlib.results_stem(res["machine"]) + "-ekuiper",
+                                  ekuiper_report.write_chart, say)
         say(f"bench-ekuiper took {time.monotonic() - t_start:.0f} s")
         return 0
     finally:

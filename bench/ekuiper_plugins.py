@@ -34,27 +34,35 @@ TUTORIAL_TFL = "tutorialtfl"
 TUTORIAL_TFL_SYMBOL = "tutorialTfliteLabelImage"
 EPOCH = (2024, 1, 1, 0, 0, 0)
 
-# The tutorial's entry point (bench/plugins/baseline/baseline.py) with the plugin
-# and symbol names of this bench.
-TUTORIAL_MAIN = f'''"""eKuiper's Python TFLite tutorial plugin, as plugin `{TUTORIAL}`, function `{TUTORIAL_SYMBOL}`."""
+def _tutorial_main(plugin_name: str, symbol: str, prelude: str) -> str:
+    """The tutorial's entry point (bench/plugins/baseline/baseline.py) with this bench's
+    plugin and symbol names, after ``prelude`` (which picks the model, and the runtime)."""
+    return f'''"""eKuiper's Python TFLite tutorial plugin, as plugin `{plugin_name}`, function `{symbol}`."""
 import os
+import sys
 
-# The model pyai ships, under its own name (label.py reads PYAI_BENCH_MODEL).
-os.environ.setdefault("PYAI_BENCH_MODEL", os.path.join(os.path.dirname(os.path.abspath(__file__)), "{DEFAULT_MODEL}"))
-
+HERE = os.path.dirname(os.path.abspath(__file__))
+{prelude}
 from ekuiper import PluginConfig, plugin  # noqa: E402
 
 from label_func import labelIns  # noqa: E402
 
 if __name__ == "__main__":
-    c = PluginConfig("{TUTORIAL}", {{}}, {{}}, {{"{TUTORIAL_SYMBOL}": lambda: labelIns}})
+    c = PluginConfig("{plugin_name}", {{}}, {{}}, {{"{symbol}": lambda: labelIns}})
     plugin.start(c)
 '''
 
-TUTORIAL_MANIFEST = (
-    '{"version": "v1.0.0", "language": "python", "executable": "tutorial.py", '
-    f'"sources": [], "sinks": [], "functions": ["{TUTORIAL_SYMBOL}"]}}\n'
-)
+
+def _manifest(symbol: str) -> str:
+    return ('{"version": "v1.0.0", "language": "python", "executable": "tutorial.py", '
+            f'"sources": [], "sinks": [], "functions": ["{symbol}"]}}\n')
+
+
+# Both load the model pyai ships, under its own name (label.py reads PYAI_BENCH_MODEL).
+TUTORIAL_MAIN = _tutorial_main(TUTORIAL, TUTORIAL_SYMBOL, f'''
+os.environ.setdefault("PYAI_BENCH_MODEL", os.path.join(HERE, "{DEFAULT_MODEL}"))
+''')
+TUTORIAL_MANIFEST = _manifest(TUTORIAL_SYMBOL)
 
 # The tutorial asks for `pip install pynng ekuiper tflite_runtime`; ekuiper pins
 # its pynng, and LiteRT replaces tflite_runtime (bench/plugins/baseline/label.py).
@@ -70,32 +78,15 @@ echo "tutorial: installing into $PY"
 
 # The tutorial as written: its own venv with tflite_runtime + NumPy 1.x, entered by
 # re-executing the entry point (the process eKuiper started stays the plugin).
-TUTORIAL_TFL_MAIN = f'''"""eKuiper's Python TFLite tutorial plugin on tflite_runtime: plugin `{TUTORIAL_TFL}`, function `{TUTORIAL_TFL_SYMBOL}`."""
-import os
-import sys
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+TUTORIAL_TFL_MAIN = _tutorial_main(TUTORIAL_TFL, TUTORIAL_TFL_SYMBOL, f'''
 VENV = os.path.join(HERE, "venv")
 if os.path.abspath(sys.prefix) != VENV:
-    # The model pyai ships, under its own name (label.py reads PYAI_BENCH_MODEL).
     env = dict(os.environ, PYAI_BENCH_RUNTIME="tflite_runtime",
                PYAI_BENCH_MODEL=os.path.join(HERE, "{DEFAULT_MODEL}"))
     py = os.path.join(VENV, "bin", "python")
     os.execve(py, [py, "-u", os.path.abspath(__file__)] + sys.argv[1:], env)
-
-from ekuiper import PluginConfig, plugin  # noqa: E402
-
-from label_func import labelIns  # noqa: E402
-
-if __name__ == "__main__":
-    c = PluginConfig("{TUTORIAL_TFL}", {{}}, {{}}, {{"{TUTORIAL_TFL_SYMBOL}": lambda: labelIns}})
-    plugin.start(c)
-'''
-
-TUTORIAL_TFL_MANIFEST = (
-    '{"version": "v1.0.0", "language": "python", "executable": "tutorial.py", '
-    f'"sources": [], "sinks": [], "functions": ["{TUTORIAL_TFL_SYMBOL}"]}}\n'
-)
+''')
+TUTORIAL_TFL_MANIFEST = _manifest(TUTORIAL_TFL_SYMBOL)
 
 TUTORIAL_TFL_INSTALL = """#!/bin/sh
 set -eu

@@ -702,15 +702,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             subprocess.run(env.python + [str(HERE / "stages.py"), "--pyai-dir", str(env.pyai_dir), "--profile", "720p"],
                            cwd=str(env.pyai_dir), check=False)
         if not args.no_save:
-            args.out_dir.mkdir(parents=True, exist_ok=True)
-            stem = benchlib.results_stem(res["machine"])
-            jpath = args.out_dir / f"{stem}.json"
-            tmp_path = jpath.with_suffix(".json.tmp")
-            tmp_path.write_text(json.dumps(res, indent=1))
-            tmp_path.replace(jpath)
-            log(f"wrote {jpath}")
-            msg = write_chart(res, args.out_dir / f"{stem}.png")
-            log(msg or f"wrote {args.out_dir / (stem + '.png')}")
+            benchlib.save_results(res, args.out_dir, benchlib.results_stem(res["machine"]), write_chart, log)
         log(f"bench took {time.perf_counter() - t_start:.0f} s")
         return 0
     finally:

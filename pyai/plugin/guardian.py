@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 from .instance import LOCK_FD_ENV, InstanceLock
 from .runtime import CONTROL_URL, listening
