@@ -24,6 +24,7 @@ trap 'rm -rf "$WORK"' EXIT
 # native_preproc/build/ for the next ordinary install to pick up.
 mkdir -p "$WORK/src" "$WORK/site"
 cp "$HERE"/native_preproc.c "$HERE"/native_preproc.pyi "$HERE"/native_jpeg.c "$HERE"/native_jpeg.pyi \
+   "$HERE"/native_dcsig.c "$HERE"/native_dcsig.pyi \
    "$HERE"/setup.py "$HERE"/pyproject.toml "$WORK/src/"
 
 # Offline when the environment can build wheels itself (setuptools >= 61

@@ -1,4 +1,4 @@
-"""Build script for the ``native_preproc`` extension module (and ``native_jpeg``).
+"""Build script for the ``native_preproc`` extension module (and ``native_dcsig``, ``native_jpeg``).
 
 Compile flags: ``-O3`` only, nothing CPU-specific, so the same source builds
 for any x86-64 and for aarch64 (where gcc auto-vectorises to NEON).  Extra
@@ -22,7 +22,7 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.sdist import sdist
 
 HERE = Path(__file__).resolve().parent
-STUBS = ("native_preproc.pyi", "native_jpeg.pyi")
+STUBS = ("native_preproc.pyi", "native_jpeg.pyi", "native_dcsig.pyi")
 JPEG_MODE = os.environ.get("NATIVE_PREPROC_JPEG", "auto").strip().lower()
 
 extra_cflags = shlex.split(os.environ.get("NATIVE_PREPROC_CFLAGS", ""))
@@ -98,6 +98,13 @@ setup(
             sources=["native_preproc.c"],
             # Appended after Python's own CFLAGS, so -O3 wins over theirs;
             # the env flags come last so a sanitizer build may override.
+            extra_compile_args=["-O3", *extra_cflags],
+            extra_link_args=[*extra_cflags, *extra_ldflags],
+        ),
+        Extension(
+            # No libjpeg: it walks the Huffman codes itself.
+            "native_dcsig",
+            sources=["native_dcsig.c"],
             extra_compile_args=["-O3", *extra_cflags],
             extra_link_args=[*extra_cflags, *extra_ldflags],
         ),

@@ -16,8 +16,8 @@ import numpy as np
 
 from .config import Config, load_config
 from .crop import Box, Crop
-from .decode import Limits, decode, jpeg_splitter
-from .gate import Gate, margin, signature
+from .decode import Header, Limits, check, decode, inspect, jpeg_splitter
+from .gate import Gate, Plan, jpeg_signature, margin, signature, source_box
 from .labels import Result, load_labels, top_k
 from .model import Model
 from .resize import resize_into
@@ -58,6 +58,8 @@ class Classifier:
         # Signatures in grey levels whatever the input type; margins in confidence units.
         self._signature_scale = cfg.std if self.model.input.dtype == np.float32 else 1.0
         self._margin_scale = 1.0 if self.model.output_dtype == np.float32 else self.model.output_scale
+        # The DC walk runs instead of the split decoder, on the same cores.
+        self._walk_threads = max(1, cfg.jpeg_decode_threads)
         self.warm_up()
 
     def warm_up(self) -> None:
@@ -73,7 +75,8 @@ class Classifier:
         return self.decode_bytes(to_bytes(image, self.config.max_encoded_bytes), reuse, split)
 
     def decode_bytes(
-        self, data: bytes | memoryview, reuse: bool = False, split: bool = False, *, crop: Crop | None = None
+        self, data: bytes | memoryview, reuse: bool = False, split: bool = False, *, crop: Crop | None = None,
+        header: Header | None = None,
     ) -> np.ndarray:
         """Stage 2: encoded image bytes -> RGB frame whose crop region (``crop``, default
         the config's) covers the model's input.
@@ -85,7 +88,7 @@ class Classifier:
         already decoded in parallel, one per core).
         """
         size = self.decode_size_for if crop is None else (lambda w, h: self.decode_size_for(w, h, crop))
-        return decode(data, size, self.limits, reuse, self.splitter if split else None)
+        return decode(data, size, self.limits, reuse, self.splitter if split else None, header)
 
     def decode_size_for(self, width: int, height: int, crop: Crop | None = None) -> Tuple[int, int]:
         """The smallest (width, height) a ``width`` x ``height`` image may be decoded
@@ -138,10 +141,53 @@ class Classifier:
         cannot be used.
         """
         data = to_bytes(image, self.config.max_encoded_bytes)
-        frame = self.decode_bytes(data, reuse=True, split=True, crop=crop)
-        if self.gate is None:
+        return self.label_bytes(data, site, top_k, min_confidence, crop=crop)
+
+    def label_bytes(
+        self, data: bytes | memoryview, site: str = DEFAULT_SITE, top_k: int | None = None,
+        min_confidence: float | None = None, *, crop: Crop | None = None,
+    ) -> Result:
+        """Top-k labels of one encoded image (``label`` once its bytes are known):
+        through the unchanged-frame gate at ``site`` when it is on."""
+        gate = self.gate
+        if gate is None:
+            frame = self.decode_bytes(data, reuse=True, split=True, crop=crop)
             return self.label_frame(frame, top_k, min_confidence, crop=crop)
+        header = inspect(data)
+        check(header, self.limits)
+        if header.kind == "jpeg":
+            plan = gate.plan(site, "jpeg")
+            scores = None
+            try:
+                if plan.walk:
+                    scores = self._jpeg_gate(gate, plan, data, header, crop)
+            except NotImplementedError:
+                pass  # a JPEG the walker does not read: the tensor's signature below
+            else:
+                if scores is not None:
+                    return self.results(scores, top_k, min_confidence)
+                frame = self.decode_bytes(data, reuse=True, split=True, crop=crop, header=header)
+                with self._lock:
+                    self.fill(frame, self.model.input_slot(0), crop)
+                    raw = self.model.run()[0]
+                    gate.store(plan, raw, margin(raw, self._margin_scale))
+                    return self.results(raw, top_k, min_confidence)
+        frame = self.decode_bytes(data, reuse=True, split=True, crop=crop, header=header)
         return self.label_gated(frame, site, top_k, min_confidence, crop=crop)
+
+    def _jpeg_gate(self, gate: Gate, plan: Plan, data: bytes | memoryview, header: Header,
+                   crop: Crop | None) -> np.ndarray | None:
+        """The JPEG's signature from its DC coefficients, checked at ``plan``'s site:
+        the reused scores, or None."""
+        region = (self.crop if crop is None else crop).box(header.width, header.height, self.model.input_size)
+        box = source_box(header.width, header.height, region)
+        try:
+            sig = jpeg_signature(data, box, plan.ref, gate.threshold, self._walk_threads)
+        except ValueError:
+            # Corrupt by the walker's strict rules: never a reused answer. The
+            # decoder has the last word (and the error message).
+            sig = None
+        return gate.decide(plan, sig)
 
     def label_gated(
         self, frame: np.ndarray, site: str, top_k: int | None = None, min_confidence: float | None = None,
@@ -159,11 +205,10 @@ class Classifier:
             # From the tensor the resize just wrote (in cache), which a changed frame
             # goes on to run with: the check costs a changed frame only the sampling.
             # The tensor is of the crop region, so a different crop is a different frame.
-            sig = signature(tensor, self._signature_scale)
-            scores = gate.match(site, sig)
+            plan, scores = gate.consult(site, "tensor", lambda ref, thr: signature(tensor, self._signature_scale))
             if scores is None:
                 scores = model.run()[0]
-                gate.store(site, sig, scores, margin(scores, self._margin_scale))
+                gate.store(plan, scores, margin(scores, self._margin_scale))
             return self.results(scores, top_k, min_confidence)
 
     def label_frame(

@@ -202,6 +202,7 @@ def decode(
     limits: Limits = Limits(),
     reuse: bool = False,
     splitter=None,
+    header: Header | None = None,
 ) -> np.ndarray:
     """Decode ``data`` to a C-contiguous (H, W, 3) uint8 RGB array.
 
@@ -212,9 +213,12 @@ def decode(
     model's input, not the whole frame). With ``reuse``, a JPEG is decoded into this thread's scratch
     buffer: the frame is valid only until the thread's next ``reuse`` decode.
     ``splitter`` (from :func:`jpeg_splitter`) decodes a JPEG on several cores, with
-    the same pixels. Raises BadInput with a one-line reason.
+    the same pixels. ``header`` is ``inspect(data)`` when the caller has it already
+    (checked against ``limits`` here all the same). Raises BadInput with a one-line
+    reason.
     """
-    header = inspect(data)
+    if header is None:
+        header = inspect(data)
     check(header, limits)
     if callable(min_size):
         min_size = min_size(header.width, header.height)

@@ -1,31 +1,36 @@
 """The unchanged-frame gate: a frame that looks like the last one the model ran on,
-at the same call site, gets that frame's scores instead of a resize and an invoke.
+at the same call site, gets that frame's scores instead of a decode, a resize and
+an invoke.
 
-Where the signature comes from, and why: the entropy decoding of a JPEG is most
-of its decode and cannot be skipped without restart markers, so a separate cheap
-decode for the signature (DC only, 1/8 scale, grey) still costs 0.93 ms for a
-720p frame and 1.97 ms for a 1080p one, against 1.24 / 2.13 ms for the scaled
-decode ``labelImage`` runs on both cores. Run before the real decode, it would
-add 15-30% to every changed frame. So the signature is taken from the model's
-input tensor right after the resize has written it (the mean of a sample of each
-cell of a 16x16 grid), where it is still in this core's cache: a changed frame
-goes on to the invoke with that tensor, and pays only the sampling. Taken from
-the decoded frame instead, half of which the split decoder's helper wrote on the
-other core, the same sampling cost 0.18 ms. An unchanged frame still pays the
-decode and the resize, not the invoke, and no top-k on a cold cache.
+The signature is the mean colour of each cell of a 16x16 grid over the region the
+model sees, in grey levels. For a baseline JPEG (every camera's) it comes straight
+from the entropy-coded data: a block's DC coefficient is its mean, so
+``native_dcsig`` walks the Huffman codes on both cores without decoding a pixel
+(0.57 ms for a 720p camera frame, against 1.2 ms for the scaled decode and 2.7 ms
+for the whole call). An unchanged frame is answered after that walk alone. A
+changed one stops the walk early: once the cell rows walked so far, from the top,
+differ by more than the threshold, the frame has changed, so a cut to another
+scene costs the first cell row. Other images (PNG, progressive JPEG, or no native
+build) take the signature from the model's input tensor after the resize, which
+saves only the invoke.
 
-The distance is the mean absolute difference of the cells' means (grey levels,
-per channel), after taking away the mean difference itself: a uniform
-brightness drift alone never forces a run, while anything that moves the
-picture does. Sensor noise and JPEG re-encoding average out inside a cell; a
-pixel of camera jitter moves only the cells on strong edges, a little.
+The distance is the mean absolute difference of the cells' means (per channel),
+after taking away the mean difference itself: a uniform brightness drift alone
+never forces a run, while anything that moves the picture does. Sensor noise and
+JPEG re-encoding average out inside a cell; a pixel of camera jitter moves only
+the cells on strong edges, a little.
 
 A look-alike frame is not enough: an answer is reused only if the model was sure
 of it, its top-1 score ahead of the second by at least ``min_margin``. Where the
 two best classes are nearly tied, frames that differ by little more than noise
-change the top-1 (in the study's Big Buck Bunny clip the top-1 changes between
-frames 0.2 grey levels apart), so such an answer is worth no more than the next
-run.
+change the top-1, so such an answer is worth no more than the next run.
+
+A frame costs the walk only when an answer could come of it. After a changed
+frame (or an answer not sure enough to reuse) the site has no reference; the next
+frame is walked whole to become one. While frames keep changing, the site backs
+off: 1, 3, 7, then 15 frames go straight to the model before the next walk, so a
+busy scene pays the walk on one frame in 17, and a still one is answered again
+within 16 frames of settling.
 """
 
 from __future__ import annotations
@@ -34,9 +39,16 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
+
+try:
+    # Built beside native_preproc (no libjpeg needed); without it every frame's
+    # signature comes from the input tensor.
+    import native_dcsig
+except ImportError:  # pragma: no cover - depends on the install
+    native_dcsig = None
 
 # Cells per short side of the input tensor: 16x16 cells of 14x14 values for a
 # 224x224 model input.
@@ -79,6 +91,29 @@ def signature(frame: np.ndarray, scale: float = 1.0) -> np.ndarray:
     return r.astype(np.float32) * np.float32(scale / (picked * picked))
 
 
+def jpeg_signature(
+    data: bytes | memoryview, box: Tuple[int, int, int, int], ref: Optional[np.ndarray] = None,
+    threshold: float = 0.0, threads: int = 2,
+) -> Optional[np.ndarray]:
+    """Cell means (GRID x GRID, RGB, grey levels) of ``box`` of a JPEG frame from its
+    DC coefficients, or None when it differs from ``ref`` by more than ``threshold``
+    before the end of the walk. Raises NotImplementedError for a JPEG the walker
+    does not read (progressive, CMYK, ...) or when native_dcsig is not built, and
+    ValueError for corrupt data."""
+    if native_dcsig is None:
+        raise NotImplementedError("native_dcsig is not built")
+    return native_dcsig.cell_means(data, box, GRID, ref, threshold, threads)
+
+
+def source_box(width: int, height: int, box: Optional[Tuple[float, float, float, float]]) -> Tuple[int, int, int, int]:
+    """A crop box in a frame's pixels (None: all of it), rounded to whole pixels."""
+    if box is None:
+        return 0, 0, width, height
+    x0, y0, x1, y1 = box
+    return (max(0, int(round(x0))), max(0, int(round(y0))),
+            min(width, max(1, int(round(x1)))), min(height, max(1, int(round(y1)))))
+
+
 def distance(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute difference of two signatures after removing their mean
     difference (grey levels); infinite when their shapes differ."""
@@ -88,11 +123,18 @@ def distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(d - d.mean()).mean())
 
 
+# Frames sent straight to the model after a changed frame, doubling while frames
+# keep changing (1, 3, 7, 15): the walk is only worth its cost on a still scene.
+MAX_BACKOFF = 15
+
+
 @dataclass
 class _Site:
-    signature: np.ndarray
-    scores: np.ndarray  # the model's raw output row for that frame
-    reusable: bool  # its top-1 led by at least min_margin
+    kind: str = ""  # which signature: "jpeg" (DC cells) or "tensor"
+    signature: Optional[np.ndarray] = None  # of the last frame run, when reusable
+    scores: Optional[np.ndarray] = None  # the model's raw output row for that frame
+    skip: int = 0  # frames left to send to the model without a walk
+    backoff: int = 0  # the next skip after a changed frame
     checked: int = 0
     reused: int = 0
     run: int = 0
@@ -105,13 +147,29 @@ class Counters:
     run: int = 0
 
 
+@dataclass
+class Plan:
+    """What to do with one frame at a site (from :meth:`Gate.plan`)."""
+
+    site: str
+    kind: str
+    walk: bool  # take this frame's signature (else: straight to the model)
+    ref: Optional[np.ndarray] = None  # compare with this (an answer that may be reused)
+    scores: Optional[np.ndarray] = None  # ... which is this
+    signature: Optional[np.ndarray] = None  # the frame's, when taken whole
+
+
+Scan = Callable[[Optional[np.ndarray], float], Optional[np.ndarray]]
+
+
 class Gate:
     """Per call site: the signature and raw scores of the last frame the model ran on.
 
-    Thread-safe. ``match`` answers the stored scores for a frame whose signature is
-    within ``threshold`` of the site's, if the model was sure of that answer (its
-    margin at least ``min_margin``), or None: the caller runs the model and calls
-    ``store``. Sites never share anything.
+    Thread-safe. A frame goes ``plan`` -> (``scan`` its signature) -> ``decide``:
+    the stored scores when it is within ``threshold`` of the site's reference and
+    that answer was sure (margin at least ``min_margin``), else None, and the
+    caller runs the model and calls ``store``. :meth:`consult` does the first
+    three. Sites never share anything.
     """
 
     def __init__(self, threshold: float, min_margin: float = DEFAULT_MIN_MARGIN, max_sites: int = MAX_SITES):
@@ -125,41 +183,78 @@ class Gate:
         self.totals = Counters()
         self.evicted = 0
 
-    def match(self, site: str, sig: np.ndarray) -> Optional[np.ndarray]:
+    def plan(self, site: str, kind: str) -> Plan:
+        with self._lock:
+            state = self._sites.get(site)
+            if state is None:
+                return Plan(site, kind, walk=True)
+            self._sites.move_to_end(site)
+            if state.skip > 0:
+                state.skip -= 1
+                return Plan(site, kind, walk=False)
+            if state.signature is not None and state.kind == kind:
+                return Plan(site, kind, walk=True, ref=state.signature, scores=state.scores)
+            return Plan(site, kind, walk=True)
+
+    def decide(self, plan: Plan, sig: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """After a walk: the reused scores for a frame whose signature is ``sig``
+        (None: the walk stopped early, a changed frame, or it failed), or None: run
+        the model."""
+        plan.signature = sig
+        reuse = plan.ref is not None and sig is not None and distance(sig, plan.ref) <= self.threshold
         with self._lock:
             self.totals.checked += 1
-            state = self._sites.get(site)
-            if state is None:
-                return None
-            self._sites.move_to_end(site)
-            state.checked += 1
-            if not state.reusable or distance(sig, state.signature) > self.threshold:
-                return None
-            state.reused += 1
-            self.totals.reused += 1
-            return state.scores
+            if reuse:
+                self.totals.reused += 1
+            state = self._sites.get(plan.site)
+            if state is not None:
+                state.checked += 1
+                if reuse:
+                    state.reused += 1
+                    state.backoff = 0
+        return plan.scores if reuse else None
 
-    def store(self, site: str, sig: np.ndarray, scores: np.ndarray, margin: float) -> None:
-        """Remember the frame the model just ran on (``scores`` is copied) and the lead
-        of its top-1 score over the second (``margin``, in confidence units)."""
-        reusable = margin >= self.min_margin
+    def consult(self, site: str, kind: str, scan: Scan) -> Tuple[Plan, Optional[np.ndarray]]:
+        """plan, scan and decide: ``scan(ref, threshold)`` gives the frame's signature,
+        or None when it stopped early because the frame is farther than threshold
+        from ``ref``. Returns the plan (for :meth:`store`) and the reused scores or None."""
+        plan = self.plan(site, kind)
+        if not plan.walk:
+            return plan, None
+        return plan, self.decide(plan, scan(plan.ref, self.threshold))
+
+    def store(self, plan: Plan, scores: np.ndarray, margin: float) -> None:
+        """Remember the frame the model just ran on (``scores`` is copied), with the
+        lead of its top-1 score over the second (``margin``, in confidence units)."""
+        reusable = plan.signature is not None and margin >= self.min_margin
         with self._lock:
             self.totals.run += 1
-            state = self._sites.get(site)
+            state = self._sites.get(plan.site)
+            created = state is None
             if state is None:
-                # A site's first frame was counted as checked by match() but not per site.
-                state = self._sites[site] = _Site(sig, scores.copy(), reusable, checked=1)
+                state = self._sites[plan.site] = _Site()
                 if len(self._sites) > self.max_sites:
                     self._sites.popitem(last=False)
                     self.evicted += 1
             else:
-                state.signature = sig
-                state.scores = scores.copy()
-                state.reusable = reusable
-                self._sites.move_to_end(site)
+                self._sites.move_to_end(plan.site)
             state.run += 1
+            if not plan.walk:
+                return  # a frame sent straight to the model: the reference stays
+            if created:
+                state.checked += 1  # its first frame, walked before the site existed
+            state.kind = plan.kind
+            state.signature = plan.signature if reusable else None
+            state.scores = scores.copy() if reusable else None
+            if plan.ref is not None or not reusable:
+                # Changed (or not sure enough to reuse): back off while it lasts.
+                state.skip = state.backoff
+                state.backoff = min(2 * state.backoff + 1, MAX_BACKOFF)
 
     def stats(self) -> Dict[str, object]:
+        """Frames ``checked`` (walked for a signature), ``reused`` (answered by the
+        gate) and ``run`` (by the model), in all and per site; checked + the frames
+        sent straight to the model while a site backs off = reused + run."""
         with self._lock:
             sites = {
                 site_name(k): {"checked": s.checked, "reused": s.reused, "run": s.run}

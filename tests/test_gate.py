@@ -58,10 +58,11 @@ def test_off_by_default_and_off_never_takes_a_signature(classifier, shots, monke
     assert Config().skip_unchanged == 0 and classifier.gate is None
     assert classifier.gate_stats() == {}
 
-    def no_signature(frame):
+    def no_signature(*args, **kwargs):
         raise AssertionError("the gate's signature was taken with the gate off")
 
     monkeypatch.setattr(classifier_module, "signature", no_signature)
+    monkeypatch.setattr(classifier_module, "jpeg_signature", no_signature)
     first = classifier.label(shots["cat"][0])
     assert classifier.label(shots["cat"][0]) == first
     assert first[0]["label"] == CAT
@@ -85,16 +86,34 @@ def test_a_new_shot_of_the_same_scene_is_reused(gated, classifier, shots):
     assert _counts(gated, site) == (4, 3, 1)
 
 
-def test_a_changed_scene_runs_the_model_again(gated, classifier, shots):
+def test_a_changed_scene_runs_the_model_and_the_next_frame_becomes_the_reference(gated, classifier, shots):
     site = "cut"
     assert gated.label(shots["cat"][0], site=site)[0]["label"] == CAT
+    # The cut: the walk stops in the first rows, the model runs, and the site has no
+    # reference until the next frame, walked whole and run.
     hotdog = gated.label(shots["hotdog"][0], site=site)
     assert hotdog == classifier.label(shots["hotdog"][0])
     assert hotdog[0]["label"] == EXPECTED_TOP1["hot_dog.jpg"]
-    # The hot dog is now the site's reference: another shot of it is reused, a cat runs.
-    assert gated.label(shots["hotdog"][1], site=site) == hotdog
-    assert gated.label(shots["cat"][1], site=site)[0]["label"] == CAT
+    second = gated.label(shots["hotdog"][1], site=site)
+    assert second == classifier.label(shots["hotdog"][1])
+    # That one is reused from now on.
+    assert gated.label(shots["hotdog"][0], site=site) == second
     assert _counts(gated, site) == (4, 1, 3)
+
+
+def test_a_busy_site_backs_off_and_a_still_one_is_answered_again(gated, classifier, shots):
+    site = "busy"
+    cat, hotdog = shots["cat"], shots["hotdog"]
+    gated.label(cat[0], site=site)  # walked, run: the reference
+    gated.label(hotdog[0], site=site)  # a cut: walked (stopped early), run; no reference
+    gated.label(hotdog[1], site=site)  # walked whole, run: the reference
+    gated.label(cat[1], site=site)  # a cut again: the next frame goes straight to the model
+    assert _counts(gated, site) == (4, 0, 4)
+    assert gated.label(cat[2], site=site) == classifier.label(cat[2])
+    assert _counts(gated, site) == (4, 0, 5)  # run without a walk
+    gated.label(cat[3], site=site)  # walked whole, run: the reference
+    assert gated.label(cat[0], site=site) == classifier.label(cat[3])  # reused
+    assert _counts(gated, site) == (6, 1, 6)
 
 
 def test_call_sites_never_share(gated, shots):
@@ -121,11 +140,23 @@ def test_a_frame_that_fails_to_decode_is_an_error_never_a_reused_answer(gated, s
     site = "bad"
     good = shots["cat"][0]
     gated.label(good, site=site)
-    for bad in (good[: len(good) // 2], good[:600] + bytes(len(good) - 600), b"not an image"):
+    # Refused before the gate (format, header, truncation) and, for the last two,
+    # by the walker, then by the decoder: entropy-coded data cut short before the
+    # end marker, and a restart marker where data should be.
+    scan_end = len(good) - 2
+    middle = len(good) * 3 // 4
+    for bad in (good[: len(good) // 2], good[:600] + bytes(len(good) - 600), b"not an image",
+                good[: scan_end - 200] + good[scan_end:],
+                good[:middle] + b"\xff\xd0" + good[middle:]):
         with pytest.raises(BadInput):
             gated.label(bad, site=site)
-    assert _counts(gated, site) == (1, 0, 1)
-    assert gated.label(good, site=site)[0]["label"] == CAT
+        assert gated.label(good, site=site)[0]["label"] == CAT
+    # Stray bytes before the end marker: the decoder never reads that far and takes
+    # the frame, the walker (stricter) refuses it, so the model runs on it.
+    odd = good[:scan_end] + b"\x12\x34" + good[scan_end:]
+    before = _counts(gated, site)
+    assert gated.label(odd, site=site)[0]["label"] == CAT
+    assert _counts(gated, site)[2] == before[2] + 1
 
 
 def test_an_unsure_answer_is_not_reused(models_dir, labels_path, shots):
@@ -144,20 +175,59 @@ def test_label_many_goes_through_the_gate_in_order(gated, classifier, shots):
     window = [shots["cat"][0], shots["cat"][1], shots["hotdog"][0], shots["hotdog"][1], shots["cat"][2]]
     got = gated.label_many(window, site="window")
     assert [r[0]["label"] for r in got] == [classifier.label(w)[0]["label"] for w in window]
-    assert _counts(gated, "window") == (5, 2, 3)
+    # cat0 run, cat1 reused, hotdog0 a cut (run), hotdog1 the new reference (run),
+    # cat2 a cut (run).
+    assert _counts(gated, "window") == (5, 1, 4)
 
 
 def test_sites_are_bounded_least_recently_used_first_out():
     gate = Gate(1.0, min_margin=0.0, max_sites=2)
     sig = np.zeros((2, 2, 3), np.float32)
     scores = np.arange(5, dtype=np.uint8)
+
+    def frame(site: str):
+        plan, reused = gate.consult(site, "tensor", lambda ref, threshold: sig)
+        if reused is None:
+            gate.store(plan, scores, 1.0)
+        return reused
+
     for site in ("a", "b"):
-        assert gate.match(site, sig) is None
-        gate.store(site, sig, scores, 1.0)
-    assert gate.match("a", sig) is not None  # a is now the most recent
-    gate.store("c", sig, scores, 1.0)
+        assert frame(site) is None
+    assert frame("a") is not None  # a is now the most recent
+    frame("c")
     assert set(gate.stats()["sites"]) == {"a", "c"} and gate.stats()["sites_evicted"] == 1
-    assert gate.match("b", sig) is None
+    assert frame("b") is None
+
+
+def test_the_backoff_doubles_while_frames_keep_changing_and_resets_on_a_reuse():
+    gate = Gate(1.0, min_margin=0.0)
+    scores = np.arange(5, dtype=np.uint8)
+    walks = []
+
+    def frame(value: float):
+        def scan(ref, threshold):
+            # Like the JPEG walk: None (stopped early) for a frame far from ref.
+            walks.append(value)
+            sig = np.full((4, 4, 3), value, np.float32)
+            sig[0, 0] += value  # not a uniform shift: values apart are different frames
+            return None if ref is not None and distance(sig, ref) > threshold else sig
+        plan, reused = gate.consult("s", "jpeg", scan)
+        if reused is None:
+            gate.store(plan, scores, 1.0)
+        return reused is not None
+
+    changing = [frame(10.0 * i) for i in range(40)]
+    assert not any(changing)
+    # Walked: 0 (first), 1 (changed), 2 (reference), 3 (changed, skip 1), 5, 6
+    # (changed, skip 3), 10, 11 (changed, skip 7), 19, 20 (skip 15), 36, 37 (skip 15).
+    assert walks == [10.0 * i for i in (0, 1, 2, 3, 5, 6, 10, 11, 19, 20, 36, 37)]
+    assert frame(370.0) is False  # skipped (15 after frame 37)
+    walks.clear()
+    results = [frame(370.0) for _ in range(20)]
+    # Still from here: the first walk sets the reference, every later one reuses it.
+    assert results[results.index(True):] == [True] * (20 - results.index(True))
+    changing = [frame(1000.0 + 10 * i) for i in range(3)]
+    assert walks[-3:] == [1000.0, 1010.0, 1020.0]  # a reuse reset the backoff
 
 
 def test_signature_distance_ignores_a_uniform_brightness_change_but_not_a_local_one():

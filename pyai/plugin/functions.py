@@ -119,10 +119,11 @@ class LabelImage:
         clf = self.holder.get()
         k = _int_arg(args[1], "topK") if len(args) > 1 else None
         min_conf = _float_arg(args[2], "minConfidence") if len(args) > 2 else None
-        frame = clf.decode_bytes(_frame_bytes(clf, args[0]), reuse=True, split=True)
+        data = _frame_bytes(clf, args[0])
         if clf.gate is None:
+            frame = clf.decode_bytes(data, reuse=True, split=True)
             return clf.label_frame(frame, top_k=k, min_confidence=min_conf)
-        return clf.label_gated(frame, _site(meta), top_k=k, min_confidence=min_conf)
+        return clf.label_bytes(data, _site(meta), top_k=k, min_confidence=min_conf)
 
 
 class LabelImages:
@@ -178,8 +179,7 @@ class LabelImages:
         # speed of sequential labelImage calls, without the engine's batches.
         for i, frame_bytes in zip(good, data):
             try:
-                frame = clf.decode_bytes(frame_bytes, reuse=True, split=True)
-                out[i] = clf.label_gated(frame, site)
+                out[i] = clf.label_bytes(frame_bytes, site)
             except PyaiError as exc:  # this frame only
                 out[i] = {"error": one_line(exc)}
         return out

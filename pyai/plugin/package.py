@@ -28,7 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 FILES = Path(__file__).resolve().parent / "files"
 # Fixed timestamp: the same sources give the same zip bytes.
 EPOCH = (2024, 1, 1, 0, 0, 0)
-NATIVE_SOURCES = ("native_preproc.c", "native_preproc.pyi", "native_jpeg.c", "native_jpeg.pyi", "setup.py", "pyproject.toml")
+NATIVE_SOURCES = (
+    "native_preproc.c", "native_preproc.pyi", "native_jpeg.c", "native_jpeg.pyi", "native_dcsig.c", "native_dcsig.pyi",
+    "setup.py", "pyproject.toml",
+)
 
 
 def _entries(model: Path, labels: Path) -> Iterator[Tuple[str, Path]]:
