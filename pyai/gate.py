@@ -61,7 +61,7 @@ SAMPLES = 4
 MAX_SITES = 256
 # The threshold ``skip_unchanged = true`` stands for, and the least lead of the
 # top-1 score over the second for an answer to be reused (the README's gate study).
-DEFAULT_THRESHOLD = 1.5
+DEFAULT_THRESHOLD = 2.0
 DEFAULT_MIN_MARGIN = 0.3
 
 
@@ -103,6 +103,12 @@ def jpeg_signature(
     if native_dcsig is None:
         raise NotImplementedError("native_dcsig is not built")
     return native_dcsig.cell_means(data, box, GRID, ref, threshold, threads)
+
+
+def walker_stats() -> Dict[str, int]:
+    """The JPEG walker's counters over the process: calls, split (on two cores),
+    stopped (early, a changed frame); {} without native_dcsig."""
+    return dict(native_dcsig.stats()) if native_dcsig is not None else {}
 
 
 def source_box(width: int, height: int, box: Optional[Tuple[float, float, float, float]]) -> Tuple[int, int, int, int]:

@@ -277,3 +277,33 @@ def test_signature_is_the_mean_of_each_cells_sample_in_grey_levels(dtype):
     else:
         tensor, scale, offset = ((grey - 127.5) / 127.5).astype(np.float32), 127.5, -127.5
     np.testing.assert_allclose(signature(tensor, scale), expected + offset, atol=1e-3)
+
+
+def test_pngs_and_progressive_jpegs_take_the_signature_from_the_input_tensor(gated, classifier, images):
+    import io
+
+    from PIL import Image
+
+    rgb = Image.open(io.BytesIO(images["cat_720p.jpg"])).convert("RGB")
+    walks = gated.gate_stats()["walks"]["calls"]
+    for fmt, save in (("PNG", {}), ("JPEG", {"progressive": True, "quality": 85})):
+        out = io.BytesIO()
+        rgb.save(out, fmt, **save)
+        data = out.getvalue()
+        site = f"tensor-{fmt}"
+        first = gated.label(data, site=site)
+        assert first == classifier.label(data)
+        assert gated.label(data, site=site) == first
+        assert _counts(gated, site) == (2, 1, 1)
+    # The progressive JPEG was offered to the walker, which declined it; the PNG never.
+    assert gated.gate_stats()["walks"]["calls"] - walks <= 2
+
+
+def test_the_walker_answers_jpegs_on_two_cores(gated, shots):
+    site = "walks"
+    before = gated.gate_stats()["walks"]
+    for shot in shots["cat"]:
+        gated.label(shot, site=site)
+    after = gated.gate_stats()["walks"]
+    assert after["calls"] - before["calls"] == 4
+    assert after["split"] - before["split"] == 4

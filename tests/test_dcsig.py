@@ -1,0 +1,190 @@
+"""native_dcsig: cell means of a JPEG frame from its DC coefficients.
+
+Checked against libjpeg itself: Pillow's 1/8-scale decode ("draft") gives one
+value per 8x8 block that is the block's DC mean, rounded, so the cell means built
+from it must match the walker's to within half a grey level; the walk on two
+cores must equal the walk on one, bit for bit, with and without restart markers;
+and whatever the plugin's decoder refuses, the walker refuses too.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from typing import Tuple
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pyai.decode import Limits, decode, jpeg_splitter
+from pyai.errors import BadInput
+
+native_dcsig = pytest.importorskip("native_dcsig")
+
+
+def _jpeg(rgb: np.ndarray, **save) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, "JPEG", **save)
+    return out.getvalue()
+
+
+def _photo(images, name: str, size: Tuple[int, int] | None = None) -> np.ndarray:
+    im = Image.open(io.BytesIO(images[name])).convert("RGB")
+    if size is not None:
+        im = im.resize(size, Image.BILINEAR)
+    return np.asarray(im)
+
+
+def _cell_means_from_draft(data: bytes, box, gy: int, gx: int) -> np.ndarray:
+    """The same cells from libjpeg's 1/8 decode: each pixel one block's DC mean
+    (chroma IDCT-scaled to 2x2 per block when subsampled: their mean is the DC)."""
+    im = Image.open(io.BytesIO(data))
+    w, h = im.size
+    sub = {(1, 1): 1, (2, 2): 2}[(im.layer[0][1], im.layer[0][2])] if im.mode != "L" else 1
+    im.draft(im.mode if im.mode == "L" else "YCbCr", (w // 8, h // 8))
+    a = np.asarray(im, dtype=np.float64)
+    if a.ndim == 2:
+        a = a[..., None]
+
+    def cells(plane: np.ndarray, foot: int) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        ys = (np.arange(plane.shape[0]) + 0.5) * foot
+        xs = (np.arange(plane.shape[1]) + 0.5) * foot
+        iy = np.nonzero((ys >= y0) & (ys < y1))[0]
+        ix = np.nonzero((xs >= x0) & (xs < x1))[0]
+        cy = np.minimum(((ys[iy] - y0) * gy / (y1 - y0)).astype(int), gy - 1)
+        cx = np.minimum(((xs[ix] - x0) * gx / (x1 - x0)).astype(int), gx - 1)
+        out, n = np.zeros((gy, gx)), np.zeros((gy, gx))
+        np.add.at(out, (cy[:, None], cx[None, :]), plane[np.ix_(iy, ix)])
+        np.add.at(n, (cy[:, None], cx[None, :]), 1)
+        return out / n
+
+    y = cells(a[..., 0], 8)
+    if a.shape[2] == 1:
+        return np.repeat(y[..., None], 3, axis=2)
+    hh, ww = a.shape[0] // sub * sub, a.shape[1] // sub * sub
+    chroma = a[:hh, :ww, 1:].reshape(hh // sub, sub, ww // sub, sub, 2).mean(axis=(1, 3))
+    cb, cr = cells(chroma[..., 0], 8 * sub) - 128, cells(chroma[..., 1], 8 * sub) - 128
+    return np.stack([y + 1.402 * cr, y - 0.34414 * cb - 0.71414 * cr, y + 1.772 * cb], axis=-1)
+
+
+@pytest.mark.parametrize("kind", ["420", "444", "grey", "restart rows", "restart blocks"])
+def test_cell_means_are_libjpegs_block_means(images, kind):
+    rgb = _photo(images, "cat_720p.jpg")
+    save = {"quality": 85, "subsampling": 0 if kind == "444" else 2}
+    if kind == "grey":
+        rgb = np.asarray(Image.fromarray(rgb).convert("L"))
+    elif kind == "restart rows":
+        save["restart_marker_rows"] = 1
+    elif kind == "restart blocks":
+        save["restart_marker_blocks"] = 7
+    data = _jpeg(rgb, **save)
+    box = (100, 45, 1180, 675)
+    got = native_dcsig.cell_means(data, box)
+    assert got.shape == (16, 16, 3) and got.dtype == np.float32
+    want = _cell_means_from_draft(data, box, 16, 16)
+    # libjpeg rounds each block's mean to a whole grey level (and clamps it).
+    assert np.abs(got - want).max() < 0.75
+    assert np.abs(got - want).mean() < 0.2
+
+
+@pytest.mark.parametrize("name", ["cat_720p.jpg", "cat_1080p.jpg", "parrot.jpg", "hot_dog.jpg"])
+@pytest.mark.parametrize("restart", [None, 1, 3])
+def test_two_cores_give_the_same_means_as_one(images, name, restart):
+    data = images[name]
+    if restart is not None:
+        data = _jpeg(_photo(images, name), quality=90, restart_marker_rows=restart)
+    w, h = Image.open(io.BytesIO(data)).size
+    box = (0, 0, w, h)
+    before = native_dcsig.stats()["split"]
+    one = native_dcsig.cell_means(data, box, threads=1)
+    for _ in range(3):
+        np.testing.assert_array_equal(native_dcsig.cell_means(data, box, threads=2), one)
+    assert native_dcsig.stats()["split"] > before  # the second core's MCUs were used
+
+
+def test_a_reference_stops_the_walk_on_a_changed_frame_only(images):
+    cat = _jpeg(_photo(images, "cat_720p.jpg"), quality=85)
+    owl = _jpeg(_photo(images, "owl.jpg", (1280, 720)), quality=85)
+    box = (0, 0, 1280, 720)
+    ref = native_dcsig.cell_means(cat, box)
+    brighter = _jpeg(np.clip(_photo(images, "cat_720p.jpg").astype(int) + 12, 0, 255).astype(np.uint8), quality=85)
+    stopped = native_dcsig.stats()["stopped"]
+    assert native_dcsig.cell_means(owl, box, ref=ref, threshold=1.5) is None
+    # A uniform brightness change is no change; the full signature comes back.
+    same = native_dcsig.cell_means(brighter, box, ref=ref, threshold=1.5)
+    assert same is not None and same.shape == ref.shape
+    assert native_dcsig.stats()["stopped"] == stopped + 1
+    # A reference of another grid is ignored.
+    assert native_dcsig.cell_means(owl, box, ref=ref[:8], threshold=1.5) is not None
+
+
+def test_the_grid_shrinks_for_small_regions_and_gives_up_under_four_cells(images):
+    data = _jpeg(_photo(images, "cat_720p.jpg", (320, 176)), quality=85)  # 4:2:0, 16 px chroma blocks
+    assert native_dcsig.cell_means(data, (0, 0, 320, 176)).shape == (11, 16, 3)
+    with pytest.raises(NotImplementedError):
+        native_dcsig.cell_means(data, (0, 0, 320, 60))
+    with pytest.raises(ValueError, match="not inside"):
+        native_dcsig.cell_means(data, (0, 0, 321, 176))
+
+
+def test_jpegs_it_does_not_read_are_not_implemented(images):
+    rgb = _photo(images, "cat_720p.jpg")
+    progressive = _jpeg(rgb, quality=85, progressive=True)
+    cmyk = io.BytesIO()
+    Image.fromarray(rgb).convert("CMYK").save(cmyk, "JPEG")
+    for data in (progressive, cmyk.getvalue()):
+        with pytest.raises(NotImplementedError):
+            native_dcsig.cell_means(data, (0, 0, 1280, 720))
+    with pytest.raises(ValueError):
+        native_dcsig.cell_means(b"\x89PNG not a jpeg", (0, 0, 1, 1))
+
+
+def _plugin_decoder_accepts(data: bytes, splitter) -> bool:
+    try:
+        decode(data, (256, 256), Limits(), False, splitter)
+        decode(data, (256, 256), Limits(), False, None)
+    except BadInput:
+        return False
+    return True
+
+
+def test_whatever_the_plugins_decoder_refuses_the_walker_refuses(images):
+    """Mutants of a camera frame (bytes flipped, cut out, repeated, markers put in,
+    in the headers and in the entropy-coded data): when either of the plugin's
+    decoders (the split one and simplejpeg) refuses one, cell_means raises too,
+    so the gate can never answer a frame that does not decode."""
+    splitter = jpeg_splitter(2)
+    base = _jpeg(_photo(images, "cat_720p.jpg"), quality=80)
+    rst = _jpeg(_photo(images, "cat_720p.jpg"), quality=80, restart_marker_rows=2)
+    rng = random.Random(13)
+    refused = walked_refused = 0
+    for i in range(600):
+        data = bytearray(base if i % 2 else rst)
+        scan = data.index(b"\xff\xda")
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(2, len(data) - 2) if rng.random() < 0.8 else rng.randrange(2, scan + 20)
+            op = rng.randrange(5)
+            if op == 0:
+                data[at] ^= 1 << rng.randrange(8)
+            elif op == 1:
+                del data[at: at + rng.randint(1, 64)]
+            elif op == 2:
+                data[at:at] = data[at: at + rng.randint(1, 64)]
+            elif op == 3:
+                data[at:at] = bytes([0xFF, rng.choice([0xD0, 0xD3, 0xD7, 0xD9, 0xC4, 0x00, 0xFF])])
+            else:
+                data[at] = rng.randrange(256)
+        data = bytes(data)
+        if _plugin_decoder_accepts(data, splitter):
+            continue
+        refused += 1
+        w, h = 1280, 720
+        try:
+            native_dcsig.cell_means(data, (0, 0, w, h))
+        except (ValueError, NotImplementedError):
+            walked_refused += 1
+        else:
+            pytest.fail(f"mutant {i} refused by the decoder but walked: {data[:40]!r}...")
+    assert refused > 100 and walked_refused == refused
