@@ -40,6 +40,8 @@
 /* Lookup width of the Huffman tables: codes up to this many bits decode in
    one lookup (nearly all of a camera frame's), longer ones bit by bit. */
 #define FAST_BITS 10
+/* Lookup width of the AC tables that take several codes at once. */
+#define GROUP_BITS 12
 #define MAX_GRID 64
 #define MAX_COMPS 3
 
@@ -51,6 +53,12 @@ typedef struct {
     /* AC walk: bits to drop (code + value bits) and how far k moves
        (run + 1, 16 for ZRL, 128 for EOB); 0 bits = longer code. */
     uint16_t ac[1 << FAST_BITS];
+    /* AC walk, several codes a lookup: the codes (with their value bits) that
+       fit whole in the next GROUP_BITS bits, up to and with an EOB: bits to
+       drop (bits 0-4), how far k moves (8-15, +128 for an EOB) and how far it
+       moves before the last code (16-22: the group is only taken while that
+       stays inside the block); 0 = not even one code fits. */
+    uint32_t group[1 << GROUP_BITS];
     /* Canonical decoding of the longer codes (libjpeg's F.2.2.3). */
     int32_t maxcode[18];
     int32_t valoff[17];
@@ -100,6 +108,54 @@ typedef struct {
 /* ------------------------------------------------------------------------ */
 /* Markers                                                                  */
 
+/* The code of length <= n at the top of the n-bit value x, from the fast
+   table: its length, or 0. */
+static int
+short_code(const huff_t *t, unsigned x, int n, int *sym)
+{
+    unsigned look = n >= FAST_BITS ? x >> (n - FAST_BITS) : x << (FAST_BITS - n);
+    int l = t->len[look];
+    if (!l || l > n)
+        return 0;
+    *sym = t->sym[look];
+    return l;
+}
+
+static void
+build_groups(huff_t *t)
+{
+    for (unsigned i = 0; i < (1u << GROUP_BITS); i++) {
+        int pos = 0, adv = 0, before_last = 0, count = 0, eob = 0;
+        while (count < 4) {
+            int left = GROUP_BITS - pos, sym;
+            if (left <= 0)
+                break;
+            unsigned x = i & ((1u << left) - 1);
+            int l = short_code(t, x, left, &sym);
+            if (!l)
+                break;
+            int run = sym >> 4, size = sym & 15;
+            if (l + size > left)
+                break;
+            if (sym == 0x00) {
+                pos += l;
+                before_last = adv;
+                eob = 1;
+                count++;
+                break;
+            }
+            if (size == 0 && run != 15)
+                break; /* not a baseline AC code: the slow path says so */
+            before_last = adv;
+            adv += size ? run + 1 : 16;
+            pos += l + size;
+            count++;
+        }
+        if (count)
+            t->group[i] = (uint32_t)pos | (uint32_t)(adv + (eob ? 128 : 0)) << 8 | (uint32_t)before_last << 16;
+    }
+}
+
 static int
 build_huff(huff_t *t, const uint8_t *counts, const uint8_t *vals, int nvals, int is_ac, result_t *res)
 {
@@ -139,6 +195,8 @@ build_huff(huff_t *t, const uint8_t *counts, const uint8_t *vals, int nvals, int
     }
     t->maxcode[17] = 0x7fffffff;
     t->defined = 1;
+    if (is_ac)
+        build_groups(t);
     return 0;
 }
 
@@ -540,6 +598,12 @@ decode_mcu(bits_t *b, const layout_t *L, int *diff)
         while (n < 64) {
             if (b->bits < 32)
                 fill(b);
+            uint32_t g = a->group[PEEK(b, GROUP_BITS)];
+            if (g && n + (int)(g >> 16) < 64) {
+                DROP(b, g & 31);
+                n += (g >> 8) & 255;
+                continue;
+            }
             unsigned e = a->ac[PEEK(b, FAST_BITS)];
             if (e) {
                 DROP(b, e & 255);

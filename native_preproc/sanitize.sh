@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Build native_preproc (and native_jpeg) with AddressSanitizer +
-# UndefinedBehaviorSanitizer and run tests/test_resize.py and
-# tests/test_native_jpeg.py against that build. Exits non-zero on any test
-# failure or sanitizer report.
+# Build native_preproc, native_dcsig (and native_jpeg) with AddressSanitizer +
+# UndefinedBehaviorSanitizer and run tests/test_resize.py, tests/test_dcsig.py
+# and tests/test_native_jpeg.py against that build; then native_dcsig (and
+# native_jpeg) with ThreadSanitizer and their tests again. Exits non-zero on
+# any test failure or sanitizer report.
 #
 #   bash native_preproc/sanitize.sh [pytest args...]
 #
@@ -79,17 +80,20 @@ else
 fi
 
 cd "$REPO"
+# test_dcsig.py skips when native_dcsig does not import: it must, from here.
 "$PYTHON" - "$WORK/site" <<'PY'
 import sys
+import native_dcsig
 import native_preproc
 import pyai.resize as r
-assert native_preproc.__file__.startswith(sys.argv[1]), native_preproc.__file__
+for m in (native_preproc, native_dcsig):
+    assert m.__file__.startswith(sys.argv[1]), m.__file__
+    print(f"sanitize.sh: testing {m.__file__}", file=sys.stderr)
 assert r.NATIVE and r.IMPLEMENTATION == "native", r.IMPLEMENTATION
-print(f"sanitize.sh: testing {native_preproc.__file__}", file=sys.stderr)
 PY
 
 set +e
-"$PYTHON" -m pytest tests/test_resize.py "${jpeg_tests[@]}" -p no:cacheprovider --capture=sys -q "$@" 2>&1 | tee "$WORK/pytest.log"
+"$PYTHON" -m pytest tests/test_resize.py tests/test_dcsig.py "${jpeg_tests[@]}" -p no:cacheprovider --capture=sys -q "$@" 2>&1 | tee "$WORK/pytest.log"
 status=${PIPESTATUS[0]}
 set -e
 
@@ -104,32 +108,46 @@ if [ "$status" -ne 0 ]; then
 fi
 echo "sanitize.sh: ASan+UBSan OK, no reports" >&2
 
-# native_jpeg hands one frame's parts to helper threads: ThreadSanitizer over
-# its tests (in its own build: TSan and ASan do not mix). The classifier test
-# is left out: LiteRT's threads are not instrumented. The ASan build of
-# native_preproc stays off the path (pyai resizes with NumPy here).
-if [ ${#jpeg_tests[@]} -gt 0 ]; then
-    LIBTSAN=$(gcc -print-file-name=libtsan.so)
-    if [ ! -e "$LIBTSAN" ]; then
-        echo "sanitize.sh: error: gcc has no libtsan.so ($LIBTSAN)" >&2
-        exit 1
-    fi
-    mkdir -p "$WORK/tsan"
-    echo "sanitize.sh: building native_jpeg with TSan in $WORK/tsan" >&2
-    gcc -O1 -g -fsanitize=thread -fno-omit-frame-pointer -fPIC -shared \
-        $("$PYTHON" -c 'import sysconfig; print("-I" + sysconfig.get_paths()["include"])') \
-        -o "$WORK/tsan/native_jpeg$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')" \
-        "$HERE/native_jpeg.c" -ljpeg -lpthread
-    set +e
-    LD_PRELOAD="$LIBTSAN" TSAN_OPTIONS="halt_on_error=1:exitcode=66" PYTHONPATH="$WORK/tsan" \
-        "$PYTHON" -m pytest tests/test_native_jpeg.py -k "not classifier" -p no:cacheprovider --capture=sys -q \
-        2>&1 | tee "$WORK/tsan.log"
-    status=${PIPESTATUS[0]}
-    set -e
-    if grep -q 'ThreadSanitizer' "$WORK/tsan.log" || [ "$status" -ne 0 ]; then
-        echo "sanitize.sh: FAILED: ThreadSanitizer report or test failure above (status $status)" >&2
-        exit 1
-    fi
-    echo "sanitize.sh: TSan OK, no reports" >&2
+# native_jpeg hands one frame's parts to helper threads, native_dcsig the second
+# half of a frame's walk to its one: ThreadSanitizer over their tests (in their
+# own builds: TSan and ASan do not mix). The classifier test is left out:
+# LiteRT's threads are not instrumented. The ASan builds stay off the path
+# (pyai resizes with NumPy here); test_dcsig.py's pyai.decode imports
+# native_jpeg, which must then be the TSan one too, or none.
+LIBTSAN=$(gcc -print-file-name=libtsan.so)
+if [ ! -e "$LIBTSAN" ]; then
+    echo "sanitize.sh: error: gcc has no libtsan.so ($LIBTSAN)" >&2
+    exit 1
 fi
+mkdir -p "$WORK/tsan"
+PYINC=$("$PYTHON" -c 'import sysconfig; print("-I" + sysconfig.get_paths()["include"])')
+EXT_SUFFIX=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+if [ ${#jpeg_tests[@]} -gt 0 ]; then
+    echo "sanitize.sh: building native_jpeg with TSan in $WORK/tsan" >&2
+    gcc -O1 -g -fsanitize=thread -fno-omit-frame-pointer -fPIC -shared "$PYINC" \
+        -o "$WORK/tsan/native_jpeg$EXT_SUFFIX" "$HERE/native_jpeg.c" -ljpeg -lpthread
+fi
+echo "sanitize.sh: building native_dcsig with TSan in $WORK/tsan" >&2
+gcc -O1 -g -fsanitize=thread -fno-omit-frame-pointer -fPIC -shared "$PYINC" \
+    -o "$WORK/tsan/native_dcsig$EXT_SUFFIX" "$HERE/native_dcsig.c" -lpthread
+LD_PRELOAD="$LIBTSAN" PYTHONPATH="$WORK/tsan" "$PYTHON" - "$WORK/tsan" <<'PY'
+import importlib.util as u
+import sys
+import native_dcsig
+assert native_dcsig.__file__.startswith(sys.argv[1]), native_dcsig.__file__
+jpeg = u.find_spec("native_jpeg")
+assert jpeg is None or jpeg.origin.startswith(sys.argv[1]), jpeg.origin
+print(f"sanitize.sh: testing {native_dcsig.__file__} (TSan)", file=sys.stderr)
+PY
+set +e
+LD_PRELOAD="$LIBTSAN" TSAN_OPTIONS="halt_on_error=1:exitcode=66" PYTHONPATH="$WORK/tsan" \
+    "$PYTHON" -m pytest "${jpeg_tests[@]}" tests/test_dcsig.py -k "not classifier" -p no:cacheprovider --capture=sys -q \
+    2>&1 | tee "$WORK/tsan.log"
+status=${PIPESTATUS[0]}
+set -e
+if grep -q 'ThreadSanitizer' "$WORK/tsan.log" || [ "$status" -ne 0 ]; then
+    echo "sanitize.sh: FAILED: ThreadSanitizer report or test failure above (status $status)" >&2
+    exit 1
+fi
+echo "sanitize.sh: TSan OK, no reports" >&2
 echo "sanitize.sh: OK, no sanitizer reports" >&2

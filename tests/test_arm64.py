@@ -45,3 +45,7 @@ def test_c_resize_agrees_with_numpy_on_aarch64():
 
 def test_split_jpeg_decode_equals_simplejpeg_on_aarch64():
     _run_emulated("check_jpeg.py", 900)
+
+
+def test_dc_cell_means_are_libjpegs_on_one_and_two_cores_on_aarch64():
+    _run_emulated("check_dcsig.py", 600)

@@ -35,6 +35,7 @@ SITE="$ROOT/site"
 SITE_STAMP="$ROOT/.stamp-site"
 EXT_NAME="native_preproc.cpython-311-aarch64-linux-gnu.so"
 JPEG_EXT_NAME="native_jpeg.cpython-311-aarch64-linux-gnu.so"
+DCSIG_EXT_NAME="native_dcsig.cpython-311-aarch64-linux-gnu.so"
 EXT_STAMP="$ROOT/.stamp-native"
 T0=$(date +%s)
 
@@ -180,7 +181,10 @@ if [ -n "$NATIVE_DIR" ] && [ -f "$NATIVE_DIR/native_preproc.c" ]; then
     JPEG_SRC="$(dirname "$SRC")/native_jpeg.c"
     jpeg_srcs=()
     [ -f "$JPEG_SRC" ] && jpeg_srcs=("$JPEG_SRC")
-    want_ext="$(sha "$SRC" "${jpeg_srcs[@]}" "${hdrs[@]}")-$(echo "$CC $CFLAGS" | sha256sum | cut -c1-12)"
+    DCSIG_SRC="$(dirname "$SRC")/native_dcsig.c"
+    dcsig_srcs=()
+    [ -f "$DCSIG_SRC" ] && dcsig_srcs=("$DCSIG_SRC")
+    want_ext="$(sha "$SRC" "${jpeg_srcs[@]}" "${dcsig_srcs[@]}" "${hdrs[@]}")-$(echo "$CC $CFLAGS" | sha256sum | cut -c1-12)"
     if [ ! -f "$EXT_STAMP" ] || [ "$(cat "$EXT_STAMP")" != "$want_ext" ] || [ ! -f "$SITE/$EXT_NAME" ]; then
         command -v "$CC" >/dev/null 2>&1 || die "cross compiler $CC not found"
         log "cross-compiling $SRC"
@@ -191,7 +195,7 @@ if [ -n "$NATIVE_DIR" ] && [ -f "$NATIVE_DIR/native_preproc.c" ]; then
             -o "$SITE/$EXT_NAME.tmp" "$SRC" > "$ROOT/.cc.log" 2>&1 \
             || { cat "$ROOT/.cc.log" >&2; die "cross-compiling native_preproc failed"; }
         mv "$SITE/$EXT_NAME.tmp" "$SITE/$EXT_NAME"
-        rm -f "$EXT_STAMP" "$SITE/$JPEG_EXT_NAME"
+        rm -f "$EXT_STAMP" "$SITE/$JPEG_EXT_NAME" "$SITE/$DCSIG_EXT_NAME"
         ( cd "$ROOT" && QEMU_CPU=cortex-a72 PYTHONPATH="$SITE" PYTHONNOUSERSITE=1 \
             qemu-aarch64-static -L "$ROOT" "$ROOT/usr/bin/python3.11" -c 'import native_preproc' ) \
             || { rm -f "$SITE/$EXT_NAME"; die "the cross-built native_preproc does not import under the emulated python"; }
@@ -207,12 +211,25 @@ if [ -n "$NATIVE_DIR" ] && [ -f "$NATIVE_DIR/native_preproc.c" ]; then
                 qemu-aarch64-static -L "$ROOT" "$ROOT/usr/bin/python3.11" -c 'import native_jpeg' ) \
                 || { rm -f "$SITE/$JPEG_EXT_NAME"; die "the cross-built native_jpeg does not import under the emulated python"; }
         fi
+        if [ ${#dcsig_srcs[@]} -gt 0 ]; then
+            log "cross-compiling $DCSIG_SRC"
+            # no libjpeg: it walks the Huffman codes itself; its helper is a pthread
+            # shellcheck disable=SC2086
+            "$CC" $CFLAGS -shared -fPIC -Wall --sysroot="$ROOT" \
+                -I"$ROOT/usr/include/python3.11" \
+                -o "$SITE/$DCSIG_EXT_NAME.tmp" "$DCSIG_SRC" -lpthread > "$ROOT/.cc.log" 2>&1 \
+                || { cat "$ROOT/.cc.log" >&2; die "cross-compiling native_dcsig failed"; }
+            mv "$SITE/$DCSIG_EXT_NAME.tmp" "$SITE/$DCSIG_EXT_NAME"
+            ( cd "$ROOT" && QEMU_CPU=cortex-a72 PYTHONPATH="$SITE" PYTHONNOUSERSITE=1 \
+                qemu-aarch64-static -L "$ROOT" "$ROOT/usr/bin/python3.11" -c 'import native_dcsig' ) \
+                || { rm -f "$SITE/$DCSIG_EXT_NAME"; die "the cross-built native_dcsig does not import under the emulated python"; }
+        fi
         echo "$want_ext" > "$EXT_STAMP"
     fi
 elif [ -n "$NATIVE_DIR" ]; then
     # the source dir was given but has no source (any more): drop a stale build
     log "no native_preproc.c in $NATIVE_DIR: skipping the native extension"
-    rm -f "$SITE/$EXT_NAME" "$SITE/$JPEG_EXT_NAME" "$EXT_STAMP"
+    rm -f "$SITE/$EXT_NAME" "$SITE/$JPEG_EXT_NAME" "$SITE/$DCSIG_EXT_NAME" "$EXT_STAMP"
 fi
 
 # ------------------------------------------------------------------- summary
@@ -224,5 +241,6 @@ log "python:   qemu-aarch64-static -L $ROOT $ROOT/usr/bin/python3.11 (QEMU_CPU=c
 log "site:     $SITE"
 if [ -f "$SITE/$EXT_NAME" ]; then log "native:   $SITE/$EXT_NAME"; else log "native:   (not built)"; fi
 if [ -f "$SITE/$JPEG_EXT_NAME" ]; then log "jpeg:     $SITE/$JPEG_EXT_NAME"; else log "jpeg:     (not built)"; fi
+if [ -f "$SITE/$DCSIG_EXT_NAME" ]; then log "dcsig:    $SITE/$DCSIG_EXT_NAME"; else log "dcsig:    (not built)"; fi
 log "launcher: $(cd "$(dirname "$0")" && pwd)/python-arm64"
 log "done in $(( $(date +%s) - T0 )) s"
