@@ -711,6 +711,7 @@ typedef struct {
     uint8_t reset;   /* 1 + the number of the restart marker just before it */
     uint8_t overrun; /* it read past the end of the data */
     uint8_t tail_ok; /* after it, the scan may end (at_end) */
+    uint8_t gap;     /* the walk before it hit a bad code and went on from there */
 } rec_t;
 
 typedef struct {
@@ -732,7 +733,7 @@ spec_run(spec_t *s)
 {
     const jpeg_t *j = s->j;
     bits_t b = {s->start, j->end, 0, 0, 0, 0, s->start_pos};
-    int reset = 0, since = 0, diff[10];
+    int reset = 0, since = 0, gap = 0, gaps = 0, diff[10];
     if (s->at_rst) {
         int num = take_restart(&b);
         if (num < 0)
@@ -754,11 +755,22 @@ spec_run(spec_t *s)
         rec_t *r = &s->rec[n];
         r->pos = bit_pos(&b);
         r->reset = (uint8_t)reset;
-        reset = 0;
+        r->gap = (uint8_t)gap;
+        reset = gap = 0;
         int st = decode_mcu(&b, s->L, diff);
         if (st != MCU_OK) {
-            s->why = mcu_error[st];
-            break;
+            /* Not yet on the true codes (from the middle, a code that does not
+               exist is no news): go on from the next bit, and mark the gap so
+               that a true error, after the walks met, is still one. From a
+               restart marker the walk is on the true codes from the start. */
+            if (s->at_rst || ++gaps > 256 || b.fake > b.bits) {
+                s->why = mcu_error[st];
+                break;
+            }
+            DROP(&b, 1);
+            gap = 1;
+            n--;
+            continue;
         }
         for (int i = 0; i < s->L->nb; i++)
             r->diff[i] = (int16_t)diff[i];
@@ -1037,6 +1049,11 @@ walk(const jpeg_t *j, cells_t *c, walk_t *w, result_t *res)
                 pred[0] = pred[1] = pred[2] = 0;
             if (rec->overrun) {
                 why = "premature end of data";
+                s = NULL;
+                goto corrupt;
+            }
+            if (q > 0 && rec->gap) {
+                why = "bad Huffman code";
                 s = NULL;
                 goto corrupt;
             }
