@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """pyai through the real host: kuiperd v2.4.0 + mosquitto, cameras publishing 720p JPEG.
 
-    python bench/ekuiper_bench.py [--quick] [--plugins pyai,labelImages,tutorial] [--no-save]
+    python bench/ekuiper_bench.py [--quick] [--plugins pyai,labelImages,tutorial,fixed_camera] [--no-save]
 
 In one run, one host at a time (the IPC paths are fixed):
   1. mosquitto and kuiperd v2.4.0 on loopback (tests/ekuiper/harness.py), pythonBin
@@ -14,9 +14,16 @@ In one run, one host at a time (the IPC paths are fixed):
      10% a step while held, then one step halfway back: the highest rate held.
   3. pyai overloaded (1.5x its highest held rate) with the default rule options, and
      with a small bufferLength (1, 8).
-  4. kuiperd stopped; pyai alone through the protocol (tests/hostsim.py's stand-in
+  4. The fixed camera (``fixed_camera``, bench/ekuiper_gate.py): pyai's labelImage on
+     a fixed camera's sequence of 720p frames (noise, jitter, dimming light, a cut
+     every 100 frames), one camera, with the unchanged-frame gate off and then on:
+     each a fresh plugin process (kuiperd restarted with PYAI_SKIP_UNCHANGED), probe
+     loads for its capacity, then the ramp; pyaiStats() for the gate's counts.
+  5. kuiperd stopped; pyai alone through the protocol (tests/hostsim.py's stand-in
      host, the bench's pyai row: 720p, frames/s = 1/p50) from the same install.
-Prints a table and writes bench/results/<arch>-ekuiper.json and .png.
+Prints a table and writes bench/results/<arch>-ekuiper.json and .png; with
+``--plugins fixed_camera`` alone, only step 4 (and no install of the tutorial
+plugins) and bench/results/<arch>-ekuiper-gate.json and .png instead.
 
 A load: the generator (bench/ekuiper_cameras.py, its own process) publishes every
 frame with QoS 0 on its own topic, which carries the camera, a sequence number and
@@ -50,6 +57,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import benchlib  # noqa: E402
+import ekuiper_gate  # noqa: E402
 import ekuiper_host  # noqa: E402
 import ekuiper_plugins  # noqa: E402
 import ekuiper_report  # noqa: E402
@@ -161,22 +169,26 @@ class Bench:
                 return
 
     def run_load(self, key: str, cameras: int, fps: float, seconds: float, phase: str,
-                 options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                 options: Optional[Dict[str, Any]] = None, frames_dir: Optional[Path] = None,
+                 name: Optional[str] = None) -> Dict[str, Any]:
+        """One load of rule ``key`` (its row named ``name``, default the key): the
+        cameras publish the bench's frame, or ``frames_dir``'s sequence."""
         kind = RULES[key]
+        name = name or key
         n = next(self.ids)
         tag = f"L{n}"
-        rule_id = f"{key}_{tag}"
+        rule_id = f"{name}_{tag}"
         self.host.create_rule(rule_id, kind.sql, options)
         try:
             self.warm(rule_id, kind, tag)
             status0 = self.host.rest.rule_status(rule_id)
             groups = self.host.process_groups()
             start_at = time.monotonic() + 2.0  # the generator's start-up (imports, 8 connects) before it
+            source = ["--frames-dir", str(frames_dir)] if frames_dir else ["--frame", str(self.frame_path)]
             gen = subprocess.Popen(
                 [sys.executable, str(HERE / "ekuiper_cameras.py"), "--port", str(self.host.broker.port),
                  "--cameras", str(cameras), "--fps", f"{fps:.4f}", "--seconds", str(seconds), "--qos", str(QOS),
-                 "--prefix", f"{ekuiper_host.STREAM}/{tag}", "--frame", str(self.frame_path),
-                 "--start-at", f"{start_at:.6f}"],
+                 "--prefix", f"{ekuiper_host.STREAM}/{tag}", *source, "--start-at", f"{start_at:.6f}"],
                 stdout=subprocess.PIPE, text=True)
             time.sleep(max(0.0, start_at - time.monotonic()))
             cpu0 = {g: sum(ekuiper_host.cpu_seconds(p) for p in pids) for g, pids in groups.items()}
@@ -197,8 +209,10 @@ class Bench:
         finally:
             self.host.rest.delete_rule(rule_id)
         results = self.collector.take()
-        return self.summarize(key, tag, phase, cameras, fps, seconds, options, gen_stats, results,
-                              status0, status1, cpu0, cpu1, t0, t1, rss)
+        row = self.summarize(name, tag, phase, cameras, fps, seconds, options, gen_stats, results,
+                             status0, status1, cpu0, cpu1, t0, t1, rss)
+        row.update(rule=key, rule_id=rule_id)
+        return row
 
     def summarize(self, key: str, tag: str, phase: str, cameras: int, fps: float, seconds: float,
                   options: Optional[Dict[str, Any]], gen: Dict[str, Any], results: List[ekuiper_host.Result],
@@ -261,14 +275,21 @@ class Bench:
     def fixed(self, key: str) -> List[Dict[str, Any]]:
         return [self.run_load(key, c, CAMERA_FPS, self.mode.seconds, "fixed") for c in FIXED_CAMERAS]
 
-    def ramp(self, key: str, capacity: float) -> List[Dict[str, Any]]:
-        """Total rate from RAMP_START x the capacity the fixed loads showed, up by
-        RAMP_STEP while held; after the first miss, one step halfway back."""
+    def ramp(self, key: str, capacity: float, cameras: int = RAMP_CAMERAS, frames_dir: Optional[Path] = None,
+             name: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Total rate from RAMP_START x the capacity the fixed loads (or the fixed
+        camera's probes) showed, up by RAMP_STEP while held; after the first miss,
+        one step halfway back."""
         rows: List[Dict[str, Any]] = []
         rate = capacity * RAMP_START
         last_held: Optional[float] = None
+
+        def load(total: float) -> Dict[str, Any]:
+            return self.run_load(key, cameras, total / cameras, self.mode.ramp_seconds, "ramp",
+                                 frames_dir=frames_dir, name=name)
+
         for _ in range(self.mode.ramp_steps):
-            rows.append(self.run_load(key, RAMP_CAMERAS, rate / RAMP_CAMERAS, self.mode.ramp_seconds, "ramp"))
+            rows.append(load(rate))
             if rows[-1]["held"]:
                 last_held = rate
                 rate *= RAMP_STEP
@@ -276,8 +297,7 @@ class Bench:
             if last_held is None:  # missed at the start: go down instead
                 rate /= RAMP_STEP
                 continue
-            mid = (last_held + rate) / 2
-            rows.append(self.run_load(key, RAMP_CAMERAS, mid / RAMP_CAMERAS, self.mode.ramp_seconds, "ramp"))
+            rows.append(load((last_held + rate) / 2))
             break
         return rows
 
@@ -285,6 +305,38 @@ class Bench:
         total = held * OVERLOAD_FACTOR
         return [self.run_load("pyai", RAMP_CAMERAS, total / RAMP_CAMERAS, self.mode.overload_seconds, "overload",
                               options) for options in (None, *FRESH_OPTIONS)]
+
+    def fixed_camera(self, frames_dir: Path) -> Dict[str, Any]:
+        """pyai's labelImage on a fixed camera's sequence, the gate off then on. Each
+        variant gets a fresh plugin process (the gate is read at its start), a probe
+        load whose labelled/s is the capacity its ramp starts from, the ramp, and
+        then pyaiStats() for the gate's counts per load (each load is its own rule,
+        so its own call site)."""
+        out: Dict[str, Any] = {}
+        for variant, value in ekuiper_gate.VARIANTS:
+            say(f"  gate {variant}: restarting kuiperd with {ekuiper_gate.GATE_ENV}={value} ...")
+            left = self.host.restart_kuiperd({ekuiper_gate.GATE_ENV: value})
+            if left:
+                log.info("processes left after kuiperd stopped (killed): %s", left)
+            name = f"gate_{variant}"
+            rows = self.probe(frames_dir, name)
+            rows += self.ramp("pyai", capacity_of(rows), ekuiper_gate.CAMERAS, frames_dir, name)
+            stats = ekuiper_gate.pyai_stats(self.host, f"S{next(self.ids)}")
+            self.collector.take()  # the stats rule's answer: no load's
+            out[variant] = ekuiper_gate.variant_result(variant, value, rows, highest_held(rows), stats, self.cores)
+        return out
+
+    def probe(self, frames_dir: Path, name: str) -> List[Dict[str, Any]]:
+        """The fixed camera's first loads: from PROBE_FPS, doubled while held."""
+        rows: List[Dict[str, Any]] = []
+        rate = ekuiper_gate.PROBE_FPS
+        for _ in range(ekuiper_gate.PROBES):
+            rows.append(self.run_load("pyai", ekuiper_gate.CAMERAS, rate, self.mode.seconds, "probe",
+                                      frames_dir=frames_dir, name=name))
+            if not rows[-1]["held"]:
+                break
+            rate *= 2
+        return rows
 
     def close(self) -> None:
         self.collector.close()
@@ -373,7 +425,9 @@ def targets(res: Dict[str, Any]) -> List[Dict[str, Any]]:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short loads (5 s, ramp steps 4 s)")
-    ap.add_argument("--plugins", default="pyai,labelImages,tutorial_tflite,tutorial", help="which rules to load")
+    ap.add_argument("--plugins", default=f"pyai,labelImages,tutorial_tflite,tutorial,{ekuiper_gate.GATE_KEY}",
+                    help=f"which rules to load ({', '.join(RULES)}) and {ekuiper_gate.GATE_KEY}, the gate off/on "
+                         "comparison (alone: written to <arch>-ekuiper-gate.json)")
     ap.add_argument("--no-overload", action="store_true")
     ap.add_argument("--workdir", type=Path, help="keep the hosts' folders and logs here")
     ap.add_argument("--out-dir", type=Path, default=benchlib.RESULTS)
@@ -383,6 +437,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     mode_name = "quick" if args.quick else "full"
     mode = MODES[mode_name]
     keys = [k.strip() for k in args.plugins.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in RULES and k != ekuiper_gate.GATE_KEY]
+    if unknown:
+        ap.error(f"unknown --plugins {unknown}: pick from {', '.join([*RULES, ekuiper_gate.GATE_KEY])}")
+    rule_keys = [k for k in keys if k in RULES]
+    with_gate = ekuiper_gate.GATE_KEY in keys
+    # The gate comparison alone must not overwrite the full bench's results file.
+    gate_only = with_gate and not rule_keys
     assets = benchlib.ensure_assets()
     frame_path = assets["samples"] / FRAME
     tmp = None
@@ -403,11 +464,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                                         "seconds": mode.seconds, "ramp_seconds": mode.ramp_seconds,
                                         "overload_seconds": mode.overload_seconds, "grace_s": mode.grace,
                                         "protocol_calls": mode.protocol_calls, "kuiperd": ekuiper_host.VERSION,
-                                        "rules": {k: RULES[k].sql for k in keys}, "stream": ekuiper_host.STREAM_SQL}}
+                                        "rules": {k: RULES[k].sql for k in rule_keys},
+                                        "stream": ekuiper_host.STREAM_SQL}}
     try:
+        frames_dir = workdir / "frames" / ekuiper_gate.GATE_KEY
+        if with_gate:
+            say(f"writing the fixed camera's frames to {frames_dir} ...")
+            res["settings"][ekuiper_gate.GATE_KEY] = ekuiper_gate.settings(
+                ekuiper_gate.write_frames(frames_dir, assets["samples"]))
         say(f"building the zips and starting mosquitto + kuiperd {ekuiper_host.VERSION} in {workdir} ...")
         pyai_zip = ekuiper_plugins.build_pyai_zip(workdir / "dist" / "pyai.zip")
-        tutorial_zip = ekuiper_plugins.build_tutorial_zip(workdir / "dist" / "tutorial.zip")
+        tutorial_zip = (ekuiper_plugins.build_tutorial_zip(workdir / "dist" / "tutorial.zip")
+                        if "tutorial" in keys else None)
         tutorial_tfl_zip = (ekuiper_plugins.build_tutorial_zip(workdir / "dist" / "tutorialtfl.zip", tflite_runtime=True)
                             if "tutorial_tflite" in keys else None)
         host = ekuiper_host.start_host(workdir, pyai_zip, tutorial_zip, tutorial_tfl_zip)
@@ -418,32 +486,41 @@ def main(argv: Optional[List[str]] = None) -> int:
             bench = Bench(host, mode, frame_path)
             try:
                 say(ekuiper_report.header_line())
-                for key in keys:
+                for key in rule_keys:
                     rows = bench.fixed(key)
                     rows += bench.ramp(key, capacity_of(rows))
                     loads[key] = rows
                 if "pyai" in keys and not args.no_overload:
                     held = highest_held(loads["pyai"])
                     loads["overload"] = bench.overload(held["published_fps"] if held else capacity_of(loads["pyai"]))
+                # Last: it restarts kuiperd, and leaves the gate on.
+                if with_gate:
+                    res[ekuiper_gate.GATE_KEY] = bench.fixed_camera(frames_dir)
             finally:
                 bench.close()
         finally:
             left = host.stop()
             if left:
                 log.info("processes left after kuiperd stopped (killed): %s", left)
-        res["loads"] = loads
-        res["highest_held"] = {k: (highest_held(v) or {}).get("published_fps")
-                               for k, v in loads.items() if k != "overload"}
-        say("kuiperd stopped; pyai through the protocol alone (stand-in host), same install ...")
-        res["protocol_alone"] = protocol_alone(host.python, host.kuiperd.plugin_dir, workdir, mode.protocol_calls)
-        res["targets"] = targets(res)
+        if not gate_only:
+            res["loads"] = loads
+            res["highest_held"] = {k: (highest_held(v) or {}).get("published_fps")
+                                   for k, v in loads.items() if k != "overload"}
+            say("kuiperd stopped; pyai through the protocol alone (stand-in host), same install ...")
+            res["protocol_alone"] = protocol_alone(host.python, host.kuiperd.plugin_dir, workdir, mode.protocol_calls)
+            res["targets"] = targets(res)
         res["machine"] = benchlib.machine_info()
         res["driver"] = {"python": platform.python_version(), "executable": os.path.basename(sys.executable)}
         res["bench_seconds"] = time.monotonic() - t_start
-        ekuiper_report.print_report(res, say)
-        if not args.no_save:
-            benchlib.save_results(res, args.out_dir, benchlib.results_stem(res["machine"]) + "-ekuiper",
-                                  ekuiper_report.write_chart, say)
+        stem = benchlib.results_stem(res["machine"]) + "-ekuiper"
+        if gate_only:
+            ekuiper_report.print_gate_report(res, say)
+            if not args.no_save:
+                benchlib.save_results(res, args.out_dir, stem + "-gate", ekuiper_report.write_gate_chart, say)
+        else:
+            ekuiper_report.print_report(res, say)
+            if not args.no_save:
+                benchlib.save_results(res, args.out_dir, stem, ekuiper_report.write_chart, say)
         say(f"bench-ekuiper took {time.monotonic() - t_start:.0f} s")
         return 0
     finally:

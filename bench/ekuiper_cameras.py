@@ -2,13 +2,18 @@
 """Cameras as MQTT publishers: the load generator of ``bench/ekuiper_bench.py``.
 
     python bench/ekuiper_cameras.py --port 1883 --cameras 4 --fps 30 --seconds 20 \
-        --frame cat_720p.jpg [--qos 0] [--prefix tfdemo]
+        (--frame cat_720p.jpg | --frames-dir DIR [--frame-offset N]) [--qos 0] [--prefix tfdemo]
 
 One paho client per camera; every camera publishes the frame at a fixed rate, the
 cameras' phases spread evenly over one frame period (as independent cameras would
 be). One scheduler thread sends every publish at its planned time (a camera does
 not wait for anyone: a late publish is sent at once and counted as late, never
 skipped), and each client's own network thread writes it out.
+
+``--frames-dir`` publishes a sequence instead of one file (a fixed camera's frames,
+as ``ekuiper_gate.py`` writes them): the folder's ``*.jpg`` in name order, each
+camera cycling through them from frame ``camera x N`` (``--frame-offset``; default
+0, every camera from the first). They are read into memory before the first publish.
 
 Each frame goes to its own topic ``<prefix>/c<camera>/<seq>/<t_ns>``, ``t_ns`` the
 CLOCK_MONOTONIC time of the publish call (``time.monotonic_ns``, one clock for
@@ -52,7 +57,8 @@ class RunStats:
     fps: float
     seconds: float
     qos: int
-    frame_bytes: int
+    frame_bytes: int  # the first frame's
+    frame_count: int = 1
     per_camera: List[CameraStats] = field(default_factory=list)
     wall_s: float = 0.0
     cpu_s: float = 0.0  # user + system, this process, all threads, from the first publish on
@@ -79,11 +85,12 @@ def connect(port: int, name: str, timeout: float = 10.0):
 
 
 def run(port: int, cameras: int, fps: float, seconds: float, frames: List[bytes], qos: int = 0,
-        prefix: str = "tfdemo", start_at: Optional[float] = None) -> RunStats:
+        prefix: str = "tfdemo", start_at: Optional[float] = None, offset: int = 0) -> RunStats:
     """Publish ``cameras`` x ``fps`` frames/s for ``seconds``; ``start_at`` is a
-    time.monotonic() to begin at (default: now)."""
+    time.monotonic() to begin at (default: now). Camera ``c`` sends ``frames`` in
+    turn from frame ``c * offset``."""
     clients = [connect(port, f"pyai-cam{c}-{os.getpid()}") for c in range(cameras)]
-    stats = RunStats(cameras, fps, seconds, qos, len(frames[0]), [CameraStats() for _ in range(cameras)])
+    stats = RunStats(cameras, fps, seconds, qos, len(frames[0]), len(frames), [CameraStats() for _ in range(cameras)])
     period = 1.0 / fps
     t0 = max(start_at or 0.0, time.monotonic())
     n_per_cam = int(round(seconds * fps))
@@ -106,7 +113,8 @@ def run(port: int, cameras: int, fps: float, seconds: float, frames: List[bytes]
                 cs.late += 1
             cs.max_lag_ms = max(cs.max_lag_ms, lag * 1e3)
             t_ns = time.monotonic_ns()
-            info = clients[cam].publish(f"{prefix}/c{cam}/{seq}/{t_ns}", frames[seq % len(frames)], qos=qos)
+            info = clients[cam].publish(f"{prefix}/c{cam}/{seq}/{t_ns}", frames[(cam * offset + seq) % len(frames)],
+                                         qos=qos)
             if info.rc == 0:
                 cs.published += 1
             else:
@@ -135,12 +143,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--qos", type=int, choices=(0, 1), default=0)
     ap.add_argument("--prefix", default="tfdemo")
-    ap.add_argument("--frame", type=Path, action="append", required=True, help="JPEG file(s), used in turn")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--frame", type=Path, action="append", help="JPEG file(s), used in turn")
+    src.add_argument("--frames-dir", type=Path, help="a sequence: this folder's *.jpg in name order, cycled")
+    ap.add_argument("--frame-offset", type=int, default=0,
+                    help="camera c starts at frame c x this (default 0: every camera from the first)")
     ap.add_argument("--start-at", type=float, help="time.monotonic() to start publishing at")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    frames = [p.read_bytes() for p in args.frame]
-    stats = run(args.port, args.cameras, args.fps, args.seconds, frames, args.qos, args.prefix, args.start_at)
+    paths = args.frame or sorted(args.frames_dir.glob("*.jpg"))
+    if not paths:
+        ap.error(f"no *.jpg in {args.frames_dir}")
+    frames = [p.read_bytes() for p in paths]
+    stats = run(args.port, args.cameras, args.fps, args.seconds, frames, args.qos, args.prefix, args.start_at,
+                args.frame_offset)
     out = asdict(stats)
     out["published"] = stats.published
     print(json.dumps(out), flush=True)

@@ -219,13 +219,26 @@ class Host:
         except RestError as exc:
             raise RuntimeError(f"{exc}\n{self.kuiperd.log_tail()}") from None
 
+    def restart_kuiperd(self, env: Dict[str, str]) -> List[str]:
+        """kuiperd stopped and started again on the same base (installs, stream) with
+        ``env`` added to its environment. The plugin processes it starts inherit it:
+        how a ``PYAI_*`` setting reaches pyai as a user would set it, without touching
+        the installed folder. Returns the processes left by the old kuiperd (killed)."""
+        # A plugin process's guardian leaves by itself once kuiperd is gone: let it,
+        # then kill whatever is left, so no process of the old config lives on.
+        left = self.kuiperd.stop(settle=10)
+        self.kuiperd.extra_env.update(env)
+        self.kuiperd.start()
+        return left
+
     def stop(self) -> List[str]:
         left = self.kuiperd.stop()
         self.broker.stop()
         return left
 
 
-def start_host(workdir: Path, pyai_zip: Path, tutorial_zip: Path, tutorial_tfl_zip: Optional[Path] = None) -> Host:
+def start_host(workdir: Path, pyai_zip: Path, tutorial_zip: Optional[Path] = None,
+               tutorial_tfl_zip: Optional[Path] = None) -> Host:
     binary = build_kuiperd.cached_binary(VERSION)
     if binary is None:
         binary = build_kuiperd.build(VERSION)
@@ -249,9 +262,9 @@ def start_host(workdir: Path, pyai_zip: Path, tutorial_zip: Path, tutorial_tfl_z
             raise RuntimeError(f"installing pyai: HTTP {status}: {answer}\n{k.log_tail()}")
         host.install_seconds["pyai"] = time.monotonic() - t0
         # ... and the same for the tutorial's plugin(s), naming the interpreter (shellParas).
-        tutorials = [("tutorial", ekuiper_plugins.TUTORIAL, tutorial_zip)]
-        if tutorial_tfl_zip is not None:
-            tutorials.append(("tutorial_tflite", ekuiper_plugins.TUTORIAL_TFL, tutorial_tfl_zip))
+        tutorials = [(key, name, zip_path) for key, name, zip_path in (
+            ("tutorial", ekuiper_plugins.TUTORIAL, tutorial_zip),
+            ("tutorial_tflite", ekuiper_plugins.TUTORIAL_TFL, tutorial_tfl_zip)) if zip_path is not None]
         for key, name, zip_path in tutorials:
             t0 = time.monotonic()
             status, answer = k.rest.call("POST", "/plugins/portables",

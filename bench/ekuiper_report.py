@@ -9,6 +9,7 @@ TITLES = {"pyai": "pyai labelImage", "labelImages": "pyai labelImages CountWindo
           "tutorial": "tutorial plugin on LiteRT", "tutorial_tflite": "tutorial plugin as written",
           "overload": "pyai overloaded"}
 COLORS = {"pyai": "tab:green", "labelImages": "tab:blue", "tutorial": "tab:orange", "tutorial_tflite": "tab:red"}
+GATE_COLORS = {"off": "tab:gray", "on": "tab:green"}
 
 
 def header_line() -> str:
@@ -65,6 +66,63 @@ def print_report(res: Dict[str, Any], say: Callable[[str], None]) -> None:
     say("targets" + ("" if res["mode"] == "full" else "  (quick mode: short loads; judge from a full run)"))
     for t in res["targets"]:
         say(f"  {'MET ' if t['ok'] else 'MISS'}  {t['target']:70s} {t['measured']:34s} goal {t['goal']}")
+    if res.get("fixed_camera"):
+        for line in gate_lines(res):
+            say(line)
+    say("=" * 110)
+
+
+def _count(gate: Optional[Dict[str, Any]], key: str) -> str:
+    return f"{gate[key]:d}" if gate else "-"
+
+
+def gate_lines(res: Dict[str, Any]) -> List[str]:
+    """The fixed camera's table: each variant at its highest held rate."""
+    s = res["settings"]["fixed_camera"]
+    seq = s["sequence"]
+    out = [f"fixed camera: pyai labelImage, {s['cameras']} camera cycling {seq['frames']} frames of "
+           f"{seq['size'][0]}x{seq['size'][1]} ({len(seq['photos'])} scenes x {seq['per_scene']}, "
+           f"mean {seq['mean_bytes'] / 1024:.0f} KB), unchanged-frame gate off / on (PYAI_SKIP_UNCHANGED)",
+           "  at the highest held rate: CPU of the whole machine, the plugin's CPU per frame, the gate's counts "
+           "at that load's rule, and over the plugin process (all its loads)",
+           f"  {'gate':4s} {'held/s':>7s} {'p50 ms':>7s} {'p99 ms':>7s} {'plugin':>7s} {'kuiperd':>7s} "
+           f"{'ms/frame':>8s} {'checked':>8s} {'reused':>7s} {'run':>6s}   "
+           f"{'all: checked':>12s} {'reused':>7s} {'run':>6s}"]
+    for variant, v in res["fixed_camera"].items():
+        b = v["summary"]
+        tot = v["gate_totals"]
+        if b["highest_held_fps"] is None:
+            out.append(f"  {variant:4s} {'none':>7s}")
+            continue
+        lat, cpu, g = b["latency_ms"], b["cpu_share"], b["gate"]
+        out.append(f"  {variant:4s} {b['highest_held_fps']:7.1f} {lat['p50']:7.1f} {lat['p99']:7.1f} "
+                   f"{cpu['plugins'] * 100:6.1f}% {cpu['kuiperd'] * 100:6.1f}% {b['plugin_cpu_ms_per_frame']:8.2f} "
+                   f"{_count(g, 'checked'):>8s} {_count(g, 'reused'):>7s} {_count(g, 'run'):>6s}   "
+                   f"{_count(tot, 'checked'):>12s} {_count(tot, 'reused'):>7s} {_count(tot, 'run'):>6s}")
+    unverified = [k for k, v in res["fixed_camera"].items() if not v["verified"]]
+    if unverified:
+        out.append(f"  (no pyaiStats() answer for {', '.join(unverified)}: the gate's state is not confirmed)")
+    return out
+
+
+def print_gate_report(res: Dict[str, Any], say: Callable[[str], None]) -> None:
+    """The report of a run of the fixed camera alone: every load, then the table."""
+    m = res["machine"]
+    s = res["settings"]
+    say("")
+    say("=" * 110)
+    say(f"pyai through kuiperd {s['kuiperd']} + mosquitto: the fixed camera, {res['mode']} mode, {res['created']}")
+    say(f"machine: {m['arch']} | {m['cpu']} | {m['cores']} cores | {m['os']} | python {m['python']}")
+    g = s["fixed_camera"]
+    say(f"QoS {s['qos']}; probe loads of {s['seconds']} s from {g['probe_fps']:.0f} frames/s, doubled while held "
+        f"(at most {g['probes']}), then ramp steps of {s['ramp_seconds']} s; grace {s['grace_s']} s")
+    say(header_line())
+    for v in res["fixed_camera"].values():
+        for r in v["loads"]:
+            say(row_line(r))
+        say("")
+    for line in gate_lines(res):
+        say(line)
     say("=" * 110)
 
 
@@ -128,6 +186,56 @@ def write_chart(res: Dict[str, Any], path: Path) -> Optional[str]:
     m = res["machine"]
     fig.suptitle(f"pyai through kuiperd {res['settings']['kuiperd']} + mosquitto, 720p JPEG cameras: {m['arch']}, "
                  f"{m['cpu']}, {m['cores']} cores, {res['mode']} mode", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None
+
+
+def write_gate_chart(res: Dict[str, Any], path: Path) -> Optional[str]:
+    """The fixed camera's loads, gate off and on: labelled/s and the plugin's and
+    kuiperd's CPU against the rate offered."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no PNG chart"
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
+    top = 1.0
+    for variant, v in res["fixed_camera"].items():
+        rows = sorted(v["loads"], key=lambda r: r["published_fps"])
+        if not rows:
+            continue
+        xs = [r["published_fps"] for r in rows]
+        top = max(top, *xs)
+        c = GATE_COLORS.get(variant, "k")
+        ax1.plot(xs, [r["labelled_fps"] for r in rows], "o-", color=c, label=f"gate {variant}")
+        for r in rows:
+            if not r["held"]:
+                ax1.plot(r["published_fps"], r["labelled_fps"], "x", color="k", ms=9)
+        held = v["summary"]["highest_held_fps"]
+        if held:
+            ax1.axvline(held, color=c, ls=":", lw=1)
+        ax2.plot(xs, [r["cpu_share"]["plugins"] * 100 for r in rows], "o-", color=c, label=f"gate {variant}: plugin")
+        ax2.plot(xs, [r["cpu_share"]["kuiperd"] * 100 for r in rows], "s--", color=c, alpha=0.6,
+                 label=f"gate {variant}: kuiperd")
+    ax1.plot([0, top], [0, top], color="gray", lw=0.8, label="labelled = offered")
+    ax1.set_xlabel("offered, frames/s (published)")
+    ax1.set_ylabel("labelled, frames/s (results received while publishing)")
+    ax1.set_title("fixed camera through kuiperd (x: not held; dotted: highest held)")
+    ax1.legend(fontsize=8)
+    ax1.grid(True, alpha=0.3)
+    ax2.set_xlabel("offered, frames/s")
+    ax2.set_ylabel("CPU, % of the whole machine")
+    ax2.set_title("CPU over the publishing window")
+    ax2.legend(fontsize=8)
+    ax2.grid(True, alpha=0.3)
+    m = res["machine"]
+    fig.suptitle(f"pyai labelImage, a fixed 720p camera, unchanged-frame gate off / on, through kuiperd "
+                 f"{res['settings']['kuiperd']}: {m['arch']}, {m['cpu']}, {m['cores']} cores, {res['mode']} mode",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
