@@ -28,9 +28,9 @@ change the top-1, so such an answer is worth no more than the next run.
 A frame costs the walk only when an answer could come of it. After a changed
 frame (or an answer not sure enough to reuse) the site has no reference; the next
 frame is walked whole to become one. While frames keep changing, the site backs
-off: 1, 3, 7, then 15 frames go straight to the model before the next walk, so a
-busy scene pays the walk on one frame in 17, and a still one is answered again
-within 16 frames of settling.
+off: 1, 3, 7, 15, then 31 frames go straight to the model before the next walk, so
+a busy scene pays the walk on two frames in 33, and a still one is answered again
+within 32 frames of settling.
 """
 
 from __future__ import annotations
@@ -130,8 +130,11 @@ def distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # Frames sent straight to the model after a changed frame, doubling while frames
-# keep changing (1, 3, 7, 15): the walk is only worth its cost on a still scene.
-MAX_BACKOFF = 15
+# keep changing (1, 3, 7, 15, 31): the walk is only worth its cost on a still
+# scene, and a busy one then pays it on 2 frames in 33 (a whole walk and one that
+# stops), about 1% of its calls; a scene that settles is answered again within
+# 32 frames (about a second at 30 fps).
+MAX_BACKOFF = 31
 
 
 @dataclass

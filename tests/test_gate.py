@@ -216,18 +216,19 @@ def test_the_backoff_doubles_while_frames_keep_changing_and_resets_on_a_reuse():
             gate.store(plan, scores, 1.0)
         return reused is not None
 
-    changing = [frame(10.0 * i) for i in range(40)]
+    changing = [frame(10.0 * i) for i in range(110)]
     assert not any(changing)
     # Walked: 0 (first), 1 (changed), 2 (reference), 3 (changed, skip 1), 5, 6
-    # (changed, skip 3), 10, 11 (changed, skip 7), 19, 20 (skip 15), 36, 37 (skip 15).
-    assert walks == [10.0 * i for i in (0, 1, 2, 3, 5, 6, 10, 11, 19, 20, 36, 37)]
-    assert frame(370.0) is False  # skipped (15 after frame 37)
+    # (changed, skip 3), 10, 11 (changed, skip 7), 19, 20 (skip 15), 36, 37 (skip 31),
+    # 69, 70 (skip 31), 102, 103 (skip 31).
+    assert walks == [10.0 * i for i in (0, 1, 2, 3, 5, 6, 10, 11, 19, 20, 36, 37, 69, 70, 102, 103)]
+    assert frame(1030.0) is False  # skipped (31 after frame 103)
     walks.clear()
-    results = [frame(370.0) for _ in range(20)]
+    results = [frame(1030.0) for _ in range(40)]
     # Still from here: the first walk sets the reference, every later one reuses it.
-    assert results[results.index(True):] == [True] * (20 - results.index(True))
-    changing = [frame(1000.0 + 10 * i) for i in range(3)]
-    assert walks[-3:] == [1000.0, 1010.0, 1020.0]  # a reuse reset the backoff
+    assert results[results.index(True):] == [True] * (40 - results.index(True))
+    changing = [frame(2000.0 + 10 * i) for i in range(3)]
+    assert walks[-3:] == [2000.0, 2010.0, 2020.0]  # a reuse reset the backoff
 
 
 def test_signature_distance_ignores_a_uniform_brightness_change_but_not_a_local_one():
