@@ -108,10 +108,13 @@ def check_cost(res: str, changed: Sequence[bytes], unchanged: Sequence[bytes]) -
       top-k);
     - on unchanged frames, the whole DC walk (what answers such a frame), on two
       cores and on one;
-    - the changed sequence as a stream through ``Classifier.label`` with the gate
-      off and on, alternating, five passes: the median of the passes' on/off ratios
-      of the mean call (what the gate costs a busy camera, walks and back-off
-      included, without the protocol's noise).
+    - the changed sequence as a stream through ``Classifier.label``, each frame
+      labelled with the gate off and on one after the other (in turn first), eight
+      passes, each on a new call site: the ratio of the mean calls (what the gate
+      costs a busy camera from its first frame, walks and back-off included), and
+      the mean extra time of the frames sent straight to the model, of the whole
+      walks and of the walks that stopped. Pairing frame by frame cancels the
+      drift of this shared machine, which moves whole sessions by 5% and more.
     """
     import time
 
@@ -150,22 +153,36 @@ def check_cost(res: str, changed: Sequence[bytes], unchanged: Sequence[bytes]) -
                 assert jpeg_signature(data, box, still_ref, DEFAULT_THRESHOLD, threads) is not None
                 out.append(time.perf_counter() - t0)
     gated = Classifier(model=str(assets["model"]), labels=str(assets["labels"]), skip_unchanged=DEFAULT_THRESHOLD)
-    ratios = []
-    for p in range(5):
-        means = {}
-        for key, c in (("off", clf), ("on", gated)):
-            t0 = time.perf_counter()
-            for data in changed:
+    extra: Dict[str, List[float]] = {"skipped": [], "walked": [], "stopped": []}
+    t_off = t_on = 0.0
+    for p in range(8):
+        for i, data in enumerate(changed):
+            stats0 = gated.gate_stats()
+            t = {}
+            for key in (("off", "on") if (i + p) % 2 == 0 else ("on", "off")):
+                c = clf if key == "off" else gated
+                t0 = time.perf_counter()
                 c.label(data, site=f"stream-{p}")
-            means[key] = time.perf_counter() - t0
-        ratios.append(means["on"] / means["off"])
-    walked = gated.gate_stats()["checked"] / (5 * len(changed))
+                t[key] = time.perf_counter() - t0
+            stats1 = gated.gate_stats()
+            if stats1["walks"]["stopped"] > stats0["walks"]["stopped"]:
+                kind = "stopped"
+            elif stats1["checked"] > stats0["checked"]:
+                kind = "walked"
+            else:
+                kind = "skipped"
+            extra[kind].append(t["on"] - t["off"])
+            t_off += t["off"]
+            t_on += t["on"]
     gated.close()
     clf.close()
     c, f = _p50(gate_ms) * 1e3, _p50(full_ms) * 1e3
+    n = sum(len(v) for v in extra.values())
     return {"check_ms": c, "full_ms": f, "share": c / f,
             "walk_ms": _p50(walk2) * 1e3, "walk_one_core_ms": _p50(walk1) * 1e3,
-            "stream_cost": _p50(ratios) - 1, "stream_walked": walked}
+            "stream_cost": t_on / t_off - 1, "stream_call_ms": t_off / n * 1e3,
+            "stream_share": {k: len(v) / n for k, v in extra.items()},
+            "stream_extra_ms": {k: (sum(v) / len(v) * 1e3 if v else 0.0) for k, v in extra.items()}}
 
 
 def base_zip(rev: str, dest: Path) -> Path:
@@ -215,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         row: Dict[str, object] = {}
         for seq in ("changed", "unchanged"):
             row[seq] = {k: benchlib.summarize(pooled(k, res, seq)) for k in variants}
+            for k in variants:
+                row[seq][k]["p50_per_round"] = [_p50(run[res][seq]["seconds"]) * 1e3 for run in runs[k]]
         # Ratios of sessions run back to back (round by round), then their median: the
         # machine's load moves between sessions more than the gate's own cost.
         def ratio(a: str, b: str, seq: str, stat=_p50) -> float:
@@ -250,13 +269,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n{res}: p50 ms per call through the protocol")
         print("  sequence    " + "  ".join(f"{k:>8}" for k in variants))
         for seq in ("changed", "unchanged"):
-            print(f"  {seq:10s}  " + "  ".join(f"{row[seq][k]['p50']:8.2f}" for k in variants))
+            print(f"  {seq:10s}  " + "  ".join(f"{row[seq][k]['p50']:8.2f}" for k in variants)
+                  + "   per round: " + "; ".join(
+                      f"{k} " + " ".join(f"{x:.2f}" for x in row[seq][k]["p50_per_round"]) for k in variants))
         cip = row["check_in_process"]
         print(f"  changed frames: {row['changed_cost']:+.1%} p50, {row['changed_cost_mean']:+.1%} mean, through the "
               f"protocol (median of the rounds' ratios); in-process a check that stops takes {cip['check_ms']:.3f} ms, "
               f"the frame's whole path {cip['full_ms']:.2f} ms ({cip['share']:.1%})")
-        print(f"  in-process, the changed sequence as a stream: {cip['stream_cost']:+.1%} (mean call, median of 5 "
-              f"passes; {cip['stream_walked']:.0%} of its frames walked)")
+        sh, ex = cip["stream_share"], cip["stream_extra_ms"]
+        print(f"  in-process, the changed sequence as a stream (frame by frame, off and on in turn): "
+              f"{cip['stream_cost']:+.1%} of the mean call ({cip['stream_call_ms']:.2f} ms); extra ms: "
+              + ", ".join(f"{k} {ex[k]:+.3f} ({sh[k]:.0%} of frames)" for k in ("skipped", "walked", "stopped")))
         print(f"  the whole DC walk of an unchanged frame: {cip['walk_ms']:.3f} ms on two cores, "
               f"{cip['walk_one_core_ms']:.3f} ms on one")
         print(f"  unchanged frame: {row['unchanged_share_of_full']:.0%} of a full call")
