@@ -17,7 +17,7 @@ import numpy as np
 from .config import Config, load_config
 from .crop import Box, Crop
 from .decode import Header, Limits, check, decode, inspect, jpeg_splitter
-from .gate import Gate, Plan, jpeg_signature, margin, signature, source_box, walker_stats
+from .gate import Gate, Plan, jpeg_signature, margin, signature, source_box, walker_available, walker_stats
 from .labels import Result, load_labels, top_k
 from .model import Model
 from .resize import resize_into
@@ -259,6 +259,8 @@ class Classifier:
             desc["jpeg_decoder"] = f"native_jpeg, {self.splitter.stats()['threads']} threads"
         else:
             desc["jpeg_decoder"] = "simplejpeg"
+        # Where skip_unchanged takes a JPEG frame's signature from (when it is on).
+        desc["gate_signature"] = "native_dcsig" if walker_available() else "input tensor"
         return desc
 
     def stats(self) -> dict:

@@ -105,6 +105,11 @@ def jpeg_signature(
     return native_dcsig.cell_means(data, box, GRID, ref, threshold, threads)
 
 
+def walker_available() -> bool:
+    """True when JPEG signatures come from the DC walk (native_dcsig is built)."""
+    return native_dcsig is not None
+
+
 def walker_stats() -> Dict[str, int]:
     """The JPEG walker's counters over the process: calls, split (on two cores),
     stopped (early, a changed frame); {} without native_dcsig."""

@@ -26,6 +26,7 @@ def test_plugin_process_is_aarch64(host):
     assert reply.result["model"]["resize"] == "native"
     # setup.sh cross-builds native_jpeg against the root's libjpeg-turbo.
     assert reply.result["model"]["jpeg_decoder"] == "native_jpeg, 2 threads"
+    assert reply.result["model"]["gate_signature"] == "native_dcsig"
 
 
 def _run_emulated(script: str, timeout: float) -> None:

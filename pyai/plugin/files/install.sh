@@ -94,6 +94,9 @@ if [ "${PYAI_NO_NATIVE:-0}" != "1" ] && pip_install ./native_preproc; then
   else
     echo "pyai: native_jpeg not built (no libjpeg-turbo headers; e.g. apt install libjpeg62-turbo-dev, then reinstall); JPEG frames decode on one core with simplejpeg"
   fi
+  if "$PY" -c 'import native_dcsig' 2>/dev/null; then
+    echo "pyai: native_dcsig built (skip_unchanged reads a JPEG frame's signature without decoding it)"
+  fi
 else
   echo "pyai: native_preproc not built; using the NumPy resize (same results, slower)"
 fi
