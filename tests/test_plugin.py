@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from .conftest import DEFAULT_MODEL, EXPECTED_TOP1, REPO, SHIPPED_CONFIG, labels_of, proc_io, self_heal_enabled
+from .conftest import DEFAULT_MODEL, EXPECTED_TOP1, SHIPPED_CONFIG, labels_of, proc_io, self_heal_enabled
 
 
 def test_zip_layout(plugin_zip):
