@@ -37,13 +37,17 @@ def loss_note(r: Dict[str, Any]) -> str:
             f"plugin errors {plugin_err}, the rest queued at the end / in a partial window")
 
 
-def print_report(res: Dict[str, Any], say: Callable[[str], None]) -> None:
+def _banner(res: Dict[str, Any], title: str, say: Callable[[str], None]) -> None:
     m = res["machine"]
-    s = res["settings"]
     say("")
     say("=" * 110)
-    say(f"pyai through kuiperd {s['kuiperd']} + mosquitto, {res['mode']} mode, {res['created']}")
+    say(title)
     say(f"machine: {m['arch']} | {m['cpu']} | {m['cores']} cores | {m['os']} | python {m['python']}")
+
+
+def print_report(res: Dict[str, Any], say: Callable[[str], None]) -> None:
+    s = res["settings"]
+    _banner(res, f"pyai through kuiperd {s['kuiperd']} + mosquitto, {res['mode']} mode, {res['created']}", say)
     say(f"frames: {s['frame']} on one topic per frame, QoS {s['qos']}; fixed loads {s['seconds']} s, "
         f"ramp steps {s['ramp_seconds']} s ({s['ramp_cameras']} cameras), grace {s['grace_s']} s")
     say("CPU shares are of the whole machine (all cores) over the publishing window; "
@@ -107,12 +111,9 @@ def gate_lines(res: Dict[str, Any]) -> List[str]:
 
 def print_gate_report(res: Dict[str, Any], say: Callable[[str], None]) -> None:
     """The report of a run of the fixed camera alone: every load, then the table."""
-    m = res["machine"]
     s = res["settings"]
-    say("")
-    say("=" * 110)
-    say(f"pyai through kuiperd {s['kuiperd']} + mosquitto: the fixed camera, {res['mode']} mode, {res['created']}")
-    say(f"machine: {m['arch']} | {m['cpu']} | {m['cores']} cores | {m['os']} | python {m['python']}")
+    _banner(res, f"pyai through kuiperd {s['kuiperd']} + mosquitto: the fixed camera, {res['mode']} mode, "
+            f"{res['created']}", say)
     g = s["fixed_camera"]
     say(f"QoS {s['qos']}; probe loads of {s['seconds']} s from {g['probe_fps']:.0f} frames/s, doubled while held "
         f"(at most {g['probes']}), then ramp steps of {s['ramp_seconds']} s; grace {s['grace_s']} s")

@@ -21,6 +21,8 @@ from PIL import Image
 from pyai.decode import Limits, decode, jpeg_splitter
 from pyai.errors import BadInput
 
+from .dcsig_reference import cell_means_from_draft
+
 if os.environ.get("PYAI_REQUIRE_NATIVE", "").strip().lower() in ("1", "true", "yes", "on"):
     import native_dcsig  # CI builds it: an ImportError here fails the run, as asked
 else:
@@ -40,39 +42,6 @@ def _photo(images, name: str, size: Tuple[int, int] | None = None) -> np.ndarray
     return np.asarray(im)
 
 
-def _cell_means_from_draft(data: bytes, box, gy: int, gx: int) -> np.ndarray:
-    """The same cells from libjpeg's 1/8 decode: each pixel one block's DC mean
-    (chroma IDCT-scaled to 2x2 per block when subsampled: their mean is the DC)."""
-    im = Image.open(io.BytesIO(data))
-    w, h = im.size
-    sub = {(1, 1): 1, (2, 2): 2}[(im.layer[0][1], im.layer[0][2])] if im.mode != "L" else 1
-    im.draft(im.mode if im.mode == "L" else "YCbCr", (w // 8, h // 8))
-    a = np.asarray(im, dtype=np.float64)
-    if a.ndim == 2:
-        a = a[..., None]
-
-    def cells(plane: np.ndarray, foot: int) -> np.ndarray:
-        x0, y0, x1, y1 = box
-        ys = (np.arange(plane.shape[0]) + 0.5) * foot
-        xs = (np.arange(plane.shape[1]) + 0.5) * foot
-        iy = np.nonzero((ys >= y0) & (ys < y1))[0]
-        ix = np.nonzero((xs >= x0) & (xs < x1))[0]
-        cy = np.minimum(((ys[iy] - y0) * gy / (y1 - y0)).astype(int), gy - 1)
-        cx = np.minimum(((xs[ix] - x0) * gx / (x1 - x0)).astype(int), gx - 1)
-        out, n = np.zeros((gy, gx)), np.zeros((gy, gx))
-        np.add.at(out, (cy[:, None], cx[None, :]), plane[np.ix_(iy, ix)])
-        np.add.at(n, (cy[:, None], cx[None, :]), 1)
-        return out / n
-
-    y = cells(a[..., 0], 8)
-    if a.shape[2] == 1:
-        return np.repeat(y[..., None], 3, axis=2)
-    hh, ww = a.shape[0] // sub * sub, a.shape[1] // sub * sub
-    chroma = a[:hh, :ww, 1:].reshape(hh // sub, sub, ww // sub, sub, 2).mean(axis=(1, 3))
-    cb, cr = cells(chroma[..., 0], 8 * sub) - 128, cells(chroma[..., 1], 8 * sub) - 128
-    return np.stack([y + 1.402 * cr, y - 0.34414 * cb - 0.71414 * cr, y + 1.772 * cb], axis=-1)
-
-
 @pytest.mark.parametrize("kind", ["420", "444", "grey", "restart rows", "restart blocks"])
 def test_cell_means_are_libjpegs_block_means(images, kind):
     rgb = _photo(images, "cat_720p.jpg")
@@ -87,7 +56,7 @@ def test_cell_means_are_libjpegs_block_means(images, kind):
     box = (100, 45, 1180, 675)
     got = native_dcsig.cell_means(data, box)
     assert got.shape == (16, 16, 3) and got.dtype == np.float32
-    want = _cell_means_from_draft(data, box, 16, 16)
+    want = cell_means_from_draft(data, box, 16, 16)
     # libjpeg rounds each block's mean to a whole grey level (and clamps it).
     assert np.abs(got - want).max() < 0.75
     assert np.abs(got - want).mean() < 0.2
