@@ -30,10 +30,13 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <sched.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 
@@ -84,7 +87,9 @@ typedef struct {
     comp_t comp[MAX_COMPS];
     int q0[4];
     int qdefined[4];
-    huff_t dc[4], ac[4];
+    const huff_t *dc[4], *ac[4];
+    void *owned[8]; /* tables built for this frame alone (the cache was full) */
+    int nowned;
     int transform; /* -1 unknown, 0 RGB, 1 YCbCr (Adobe) */
     int jfif;
     const uint8_t *scan; /* first byte of entropy-coded data */
@@ -200,6 +205,64 @@ build_huff(huff_t *t, const uint8_t *counts, const uint8_t *vals, int nvals, int
     return 0;
 }
 
+/* Built tables, kept for the process: a camera sends the same tables with every
+   frame, and building an AC table's group lookup takes tens of microseconds.
+   Never evicted (a frame in flight may use any of them); once the slots are
+   taken, a frame's other tables are built for it alone. */
+#define CACHE_SLOTS 16
+typedef struct {
+    int is_ac, nvals;
+    uint8_t key[16 + 256];
+    huff_t table;
+} cached_t;
+static cached_t *cache[CACHE_SLOTS];
+static int cache_used;
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static const huff_t *
+table_for(jpeg_t *j, const uint8_t *counts, const uint8_t *vals, int nvals, int is_ac, result_t *res)
+{
+    pthread_mutex_lock(&cache_mu);
+    for (int i = 0; i < cache_used; i++) {
+        const cached_t *e = cache[i];
+        if (e->is_ac == is_ac && e->nvals == nvals && !memcmp(e->key, counts, 16) &&
+            !memcmp(e->key + 16, vals, (size_t)nvals)) {
+            pthread_mutex_unlock(&cache_mu);
+            return &e->table;
+        }
+    }
+    pthread_mutex_unlock(&cache_mu);
+    cached_t *e = (cached_t *)malloc(sizeof *e);
+    if (!e) {
+        res->status = CORRUPT;
+        res->why = "out of memory";
+        return NULL;
+    }
+    if (build_huff(&e->table, counts, vals, nvals, is_ac, res)) {
+        free(e);
+        return NULL;
+    }
+    e->is_ac = is_ac;
+    e->nvals = nvals;
+    memcpy(e->key, counts, 16);
+    memcpy(e->key + 16, vals, (size_t)nvals);
+    pthread_mutex_lock(&cache_mu);
+    if (cache_used < CACHE_SLOTS) {
+        cache[cache_used++] = e;
+        pthread_mutex_unlock(&cache_mu);
+        return &e->table;
+    }
+    pthread_mutex_unlock(&cache_mu);
+    if (j->nowned == 8) {
+        free(e);
+        res->status = CORRUPT;
+        res->why = "more than 8 Huffman tables";
+        return NULL;
+    }
+    j->owned[j->nowned++] = e;
+    return &e->table;
+}
+
 static inline int
 be16(const uint8_t *p)
 {
@@ -283,8 +346,13 @@ parse_headers(const uint8_t *data, size_t size, jpeg_t *j, result_t *res)
                     n += s[1 + i];
                 if (n > 256 || e - s < 17 + n)
                     FAIL(CORRUPT, "bad Huffman table");
-                if (build_huff(cls ? &j->ac[id] : &j->dc[id], s + 1, s + 17, n, cls, res))
+                const huff_t *t = table_for(j, s + 1, s + 17, n, cls, res);
+                if (!t)
                     return -1;
+                if (cls)
+                    j->ac[id] = t;
+                else
+                    j->dc[id] = t;
                 s += 17 + n;
             }
             break;
@@ -342,7 +410,7 @@ parse_headers(const uint8_t *data, size_t size, jpeg_t *j, result_t *res)
                 FAIL(UNSUPPORTED, "not a sequential scan");
             for (int i = 0; i < j->ncomp; i++) {
                 comp_t *c = &j->comp[i];
-                if (!j->qdefined[c->tq] || !j->dc[c->td].defined || !j->ac[c->ta].defined)
+                if (!j->qdefined[c->tq] || !j->dc[c->td] || !j->ac[c->ta])
                     FAIL(CORRUPT, "a table the scan uses is missing");
             }
             if (j->ncomp == 3) {
@@ -441,7 +509,7 @@ typedef struct {
        row (-1 outside the box). */
     int16_t *col[MAX_COMPS], *row[MAX_COMPS];
     int ncol[MAX_COMPS][MAX_GRID], nrow[MAX_COMPS][MAX_GRID];
-    int32_t sum[MAX_COMPS][MAX_GRID * MAX_GRID];
+    int32_t *sum[MAX_COMPS]; /* gy * gx each */
     /* MCU row after which each cell row is complete. */
     int band_end[MAX_GRID];
 } cells_t;
@@ -559,8 +627,8 @@ make_layout(const jpeg_t *j, layout_t *L, result_t *res)
                     FAIL(UNSUPPORTED, "more than 10 blocks in an MCU");
                 L->bc[L->nb] = k, L->bx[L->nb] = h, L->by[L->nb] = v, L->nb++;
             }
-        L->dct[k] = &j->dc[j->comp[k].td];
-        L->act[k] = &j->ac[j->comp[k].ta];
+        L->dct[k] = j->dc[j->comp[k].td];
+        L->act[k] = j->ac[j->comp[k].ta];
     }
     return 0;
 }
@@ -705,6 +773,34 @@ data_bytes(const uint8_t *p, const uint8_t *stop, const uint8_t *end)
    recorded differences to its own DC predictors.  With restart markers, the
    second walk starts at one and is on the true MCUs from its first. */
 
+/* Where the second walk starts, as a shift from the middle of the data (a
+fraction of it), learnt from the last split walks: the two walks should end
+together, but the helper starts late by its wake-up (tens of microseconds when
+it ran a moment ago, a tenth of a millisecond and more after an idle spell), and
+the two cores do not always run at one speed. After each split walk the point
+moves by half of what would have evened out the two ends. */
+static double learnt_shift;
+
+static double
+now_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
+}
+
+/* ``late``: how much later the second walk ended than the first reached its
+   start (negative: earlier), in microseconds; ``share``: the fraction of the data
+   the first walk covered in ``took`` microseconds. */
+static void
+learn_split(double late, double share, double took)
+{
+    if (took <= 0.0)
+        return;
+    double shift = learnt_shift + 0.5 * (share / took) * late / 2.0;
+    learnt_shift = shift < -0.25 ? -0.25 : (shift > 0.25 ? 0.25 : shift);
+}
+
 typedef struct {
     uint64_t pos;
     int16_t diff[10];
@@ -726,7 +822,33 @@ typedef struct {
     int done;   /* likewise */
     int cancel; /* set by the main walk */
     const char *why; /* why it stopped before the end of the data, if it did */
+    double t_submit, t_start, t_done; /* us */
+    int caller_cpu; /* -1: unknown */
 } spec_t;
+
+static int helper_kept_off = -1; /* the core the helper is kept off, -1: none */
+
+/* Keep the helper off the caller's core. After an idle spell the scheduler
+   tends to wake the helper on the core of the thread that woke it, where the
+   two walks then take turns: twice the time instead of half. */
+static void
+keep_off(int cpu)
+{
+#ifdef __linux__
+    if (cpu < 0 || cpu == helper_kept_off)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    /* This thread's own mask is narrowed already: start from the main thread's. */
+    if (sched_getaffinity(getpid(), sizeof set, &set) != 0 || CPU_COUNT(&set) < 2 || !CPU_ISSET(cpu, &set))
+        return;
+    CPU_CLR(cpu, &set);
+    if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0)
+        helper_kept_off = cpu;
+#else
+    (void)cpu;
+#endif
+}
 
 static void
 spec_run(spec_t *s)
@@ -734,14 +856,16 @@ spec_run(spec_t *s)
     const jpeg_t *j = s->j;
     bits_t b = {s->start, j->end, 0, 0, 0, 0, s->start_pos};
     int reset = 0, since = 0, gap = 0, gaps = 0, diff[10];
+    s->t_start = now_us();
+    keep_off(s->caller_cpu);
     if (s->at_rst) {
         int num = take_restart(&b);
         if (num < 0)
             goto out;
         reset = 1 + num;
     }
-    for (long n = 0; n < s->cap; n++) {
-        if ((n & 31) == 0 && __atomic_load_n(&s->cancel, __ATOMIC_RELAXED))
+    for (long n = 0, step = 0; n < s->cap; n++, step++) {
+        if ((step & 15) == 0 && __atomic_load_n(&s->cancel, __ATOMIC_RELAXED))
             break;
         if (j->restart && s->at_rst && since == j->restart) {
             int num = take_restart(&b);
@@ -782,6 +906,7 @@ spec_run(spec_t *s)
             break;
     }
 out:
+    s->t_done = now_us();
     __atomic_store_n(&s->done, 1, __ATOMIC_RELEASE);
 }
 
@@ -790,6 +915,9 @@ static pthread_mutex_t helper_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t helper_cv = PTHREAD_COND_INITIALIZER;
 static spec_t *helper_job;
 static int helper_started, helper_busy;
+/* The records of the one walk the helper serves at a time, kept between frames. */
+static rec_t *rec_pool;
+static long rec_pool_cap;
 
 static void *
 helper_main(void *arg)
@@ -815,10 +943,12 @@ helper_after_fork(void)
     pthread_cond_init(&helper_cv, NULL);
     helper_job = NULL;
     helper_started = helper_busy = 0;
+    helper_kept_off = -1;
 }
 
 /* Hand the speculative walk to the helper: 0 when it is busy with another
-   caller's frame (then this one is walked on one core). */
+   caller's frame (then this one is walked on one core). The caller owns the
+   helper, and the records, until helper_release. */
 static int
 helper_submit(spec_t *s)
 {
@@ -827,6 +957,16 @@ helper_submit(spec_t *s)
         pthread_mutex_unlock(&helper_mu);
         return 0;
     }
+    if (rec_pool_cap < s->cap) {
+        rec_t *grown = (rec_t *)realloc(rec_pool, sizeof(rec_t) * (size_t)s->cap);
+        if (!grown) {
+            pthread_mutex_unlock(&helper_mu);
+            return 0;
+        }
+        rec_pool = grown;
+        rec_pool_cap = s->cap;
+    }
+    s->rec = rec_pool;
     if (!helper_started) {
         pthread_t t;
         pthread_attr_t attr;
@@ -852,11 +992,27 @@ helper_submit(spec_t *s)
     return 1;
 }
 
+/* Wait for the helper's walk to end; a walk not taken yet is withdrawn. */
 static void
 helper_join(spec_t *s)
 {
+    pthread_mutex_lock(&helper_mu);
+    if (helper_job == s) {
+        /* A helper that slept through an idle spell can take a tenth of a
+           millisecond and more to wake, longer than a walk that stopped at its
+           first row of cells: nobody needs it any more. */
+        helper_job = NULL;
+        pthread_mutex_unlock(&helper_mu);
+        return;
+    }
+    pthread_mutex_unlock(&helper_mu);
     while (!__atomic_load_n(&s->done, __ATOMIC_ACQUIRE))
         sched_yield();
+}
+
+static void
+helper_release(void)
+{
     pthread_mutex_lock(&helper_mu);
     helper_busy = 0;
     pthread_mutex_unlock(&helper_mu);
@@ -868,7 +1024,8 @@ helper_join(spec_t *s)
 static const uint8_t *
 split_point(const jpeg_t *j, int *at_rst)
 {
-    const uint8_t *mid = j->scan + (j->end - j->scan) / 2;
+    ptrdiff_t len = j->end - j->scan;
+    const uint8_t *mid = j->scan + len / 2 + (ptrdiff_t)(learnt_shift * (double)len);
     *at_rst = 0;
     if (j->restart) {
         const uint8_t *p = mid;
@@ -950,6 +1107,7 @@ walk(const jpeg_t *j, cells_t *c, walk_t *w, result_t *res)
 
     /* The second core from the middle, for frames where it pays. */
     spec_t spec, *s = NULL;
+    int submitted = 0;
     memset(&spec, 0, sizeof spec);
     if (w->threads > 1 && j->end - j->scan >= 24 * 1024) {
         int at_rst;
@@ -961,12 +1119,15 @@ walk(const jpeg_t *j, cells_t *c, walk_t *w, result_t *res)
             spec.at_rst = at_rst;
             spec.start_pos = 8 * data_bytes(j->scan, start, j->end);
             spec.cap = L.total + 16;
-            spec.rec = (rec_t *)malloc(sizeof(rec_t) * (size_t)spec.cap);
-            if (spec.rec && helper_submit(&spec)) {
+            spec.t_submit = now_us();
+#ifdef __linux__
+            spec.caller_cpu = sched_getcpu();
+#else
+            spec.caller_cpu = -1;
+#endif
+            if (helper_submit(&spec)) {
                 s = &spec;
-            } else {
-                free(spec.rec);
-                spec.rec = NULL;
+                submitted = 1;
             }
         }
     }
@@ -1022,11 +1183,26 @@ walk(const jpeg_t *j, cells_t *c, walk_t *w, result_t *res)
             why = "extraneous bytes or no end marker after the scan";
             goto corrupt;
         }
+        if (s) {
+            /* Walked alone: the helper woke too late to be met (or not at all). */
+            double t_end = now_us();
+            __atomic_store_n(&s->cancel, 1, __ATOMIC_RELAXED);
+            helper_join(s);
+            /* Late by at least what was left of its half when the first walk passed
+               its start: take it as half the walk. */
+            learn_split((t_end - s->t_submit) / 2.0, 1.0, t_end - s->t_submit);
+            s = NULL;
+        }
         goto out;
     }
 
     /* Synchronised at MCU m with record r: the rest comes from the records. */
-    helper_join(s);
+    {
+        double t_sync = now_us();
+        helper_join(s);
+        learn_split(s->t_done - t_sync, (double)(s->start - j->scan) / (double)(j->end - j->scan),
+                    t_sync - s->t_submit);
+    }
     w->split = 1;
     {
         long need = L.total - m, nrec = __atomic_load_n(&s->nrec, __ATOMIC_ACQUIRE);
@@ -1082,7 +1258,8 @@ out:
         __atomic_store_n(&s->cancel, 1, __ATOMIC_RELAXED);
         helper_join(s);
     }
-    free(spec.rec);
+    if (submitted)
+        helper_release();
     free(w->d);
     w->d = NULL;
     return rc;
@@ -1108,6 +1285,11 @@ setup_cells(const jpeg_t *j, cells_t *c, int x0, int y0, int x1, int y1, int gri
     c->gy = (y1 - y0) / fy < grid ? (y1 - y0) / fy : grid;
     if (c->gx < 4 || c->gy < 4)
         FAIL(UNSUPPORTED, "region too small for a cell grid of DC blocks");
+    for (int k = 0; k < j->ncomp; k++) {
+        c->sum[k] = (int32_t *)calloc((size_t)c->gx * c->gy, sizeof(int32_t));
+        if (!c->sum[k])
+            FAIL(CORRUPT, "out of memory");
+    }
     int mcux = (j->width + 8 * j->hmax - 1) / (8 * j->hmax) + 1;
     int mcuy = (j->height + 8 * j->vmax - 1) / (8 * j->vmax) + 1;
     if (j->ncomp == 1) {
@@ -1141,6 +1323,7 @@ free_cells(cells_t *c)
     for (int k = 0; k < MAX_COMPS; k++) {
         free(c->col[k]);
         free(c->row[k]);
+        free(c->sum[k]);
     }
 }
 
@@ -1277,6 +1460,9 @@ done:
     if (c)
         free_cells(c);
     free(c);
+    if (j)
+        for (int i = 0; i < j->nowned; i++)
+            free(j->owned[i]);
     free(j);
     free(sig);
     free(refcopy);

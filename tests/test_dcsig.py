@@ -72,9 +72,13 @@ def test_two_cores_give_the_same_means_as_one(images, name, restart):
     box = (0, 0, w, h)
     before = native_dcsig.stats()["split"]
     one = native_dcsig.cell_means(data, box, threads=1)
-    for _ in range(3):
+    for _ in range(30):
         np.testing.assert_array_equal(native_dcsig.cell_means(data, box, threads=2), one)
-    assert native_dcsig.stats()["split"] > before  # the second core's MCUs were used
+        if native_dcsig.stats()["split"] > before + 2:
+            break
+    # The second core's MCUs were used (a helper woken too late on a busy machine
+    # is not met, and the walk is done on one core: that may happen, not always).
+    assert native_dcsig.stats()["split"] > before
 
 
 def test_a_reference_stops_the_walk_on_a_changed_frame_only(images):

