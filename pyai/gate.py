@@ -6,7 +6,7 @@ The signature is the mean colour of each cell of a 16x16 grid over the region th
 model sees, in grey levels. For a baseline JPEG (every camera's) it comes straight
 from the entropy-coded data: a block's DC coefficient is its mean, so
 ``native_dcsig`` walks the Huffman codes on both cores without decoding a pixel
-(0.62 ms for a 720p camera frame, where the whole call takes 2.85 ms: README,
+(0.54 ms for a 720p camera frame, where the whole call takes 2.86 ms: README,
 "Fixed cameras"). An unchanged frame is answered after that walk alone. A
 changed one stops the walk early: once the cell rows walked so far, from the top,
 differ by more than the threshold, the frame has changed, so a cut to another
