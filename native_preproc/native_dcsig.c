@@ -167,6 +167,10 @@ build_huff(huff_t *t, const uint8_t *counts, const uint8_t *vals, int nvals, int
     int code = 0, k = 0;
     memset(t, 0, sizeof *t);
     memcpy(t->vals, vals, (size_t)nvals);
+    /* libjpeg refuses a DC table with a symbol over 15 (when the scan uses it). */
+    for (int i = 0; !is_ac && i < nvals; i++)
+        if (vals[i] > 15)
+            FAIL(CORRUPT, "bad Huffman table");
     for (int l = 1; l <= 16; l++) {
         t->valoff[l] = k - code;
         int n = counts[l - 1];
@@ -311,8 +315,8 @@ parse_headers(const uint8_t *data, size_t size, jpeg_t *j, result_t *res)
                 FAIL(UNSUPPORTED, "height from a DNL marker");
             if (j->ncomp != 1 && j->ncomp != 3)
                 FAIL(UNSUPPORTED, "neither grey nor three components");
-            if (e - s < 6 + 3 * j->ncomp)
-                FAIL(CORRUPT, "short frame header");
+            if (e - s != 6 + 3 * j->ncomp)
+                FAIL(CORRUPT, "bad frame header length");
             for (int i = 0; i < j->ncomp; i++) {
                 comp_t *c = &j->comp[i];
                 c->id = s[6 + 3 * i];
@@ -332,7 +336,7 @@ parse_headers(const uint8_t *data, size_t size, jpeg_t *j, result_t *res)
             if (j->ncomp == 1)
                 j->hmax = j->vmax = j->comp[0].h = j->comp[0].v = 1;
             break;
-        case 0xC2: case 0xC3: case 0xC5: case 0xC6: case 0xC7:
+        case 0xC2: case 0xC3: case 0xC5: case 0xC6: case 0xC7: case 0xC8:
         case 0xC9: case 0xCA: case 0xCB: case 0xCD: case 0xCE: case 0xCF:
             FAIL(UNSUPPORTED, "not a baseline Huffman JPEG");
         case 0xC4:
@@ -367,8 +371,8 @@ parse_headers(const uint8_t *data, size_t size, jpeg_t *j, result_t *res)
             }
             break;
         case 0xDD:
-            if (e - s < 2)
-                FAIL(CORRUPT, "short restart interval");
+            if (e - s != 2)
+                FAIL(CORRUPT, "bad restart interval length");
             j->restart = be16(s);
             break;
         case 0xE0:
@@ -388,10 +392,10 @@ parse_headers(const uint8_t *data, size_t size, jpeg_t *j, result_t *res)
             if (!sof)
                 FAIL(CORRUPT, "scan before frame header");
             int ns = e - s >= 1 ? s[0] : 0;
+            if (ns < 1 || ns > 4 || e - s != 4 + 2 * ns)
+                FAIL(CORRUPT, "bad scan header length");
             if (ns != j->ncomp)
                 FAIL(UNSUPPORTED, "more than one scan");
-            if (e - s < 4 + 2 * ns)
-                FAIL(CORRUPT, "short scan header");
             for (int i = 0; i < ns; i++) {
                 int cid = s[1 + 2 * i], tables = s[2 + 2 * i], k;
                 for (k = 0; k < j->ncomp; k++)
@@ -425,8 +429,16 @@ parse_headers(const uint8_t *data, size_t size, jpeg_t *j, result_t *res)
             j->scan = e;
             return 0;
         }
-        default:
+        case 0xCC: /* DAC: arithmetic conditioning, nothing for a Huffman scan */
+        case 0xDC: /* DNL */
+        case 0xFE: /* COM */
             break;
+        default:
+            /* APPn are skipped; anything else libjpeg refuses (a second SOI, a
+               reserved or JPGn marker). */
+            if (m >= 0xE0 && m <= 0xEF)
+                break;
+            FAIL(CORRUPT, "unknown marker");
         }
         p = e;
     }
