@@ -266,13 +266,7 @@ def print_table(res: Dict[str, Any]) -> None:
 
 
 def write_chart(res: Dict[str, Any], path: Path) -> str:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed: no chart"
+    import matplotlib.pyplot as plt  # benchlib.save_results set the backend
     rows = [r for r in res["rows"] if r.get("p50_ms") is not None]
     if not rows:
         return "no timings: no chart"

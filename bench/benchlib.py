@@ -248,14 +248,23 @@ def results_stem(info: Dict[str, Any]) -> str:
 
 def save_results(res: Dict[str, Any], out_dir: Path, stem: str,
                  write_chart: Callable[[Dict[str, Any], Path], Optional[str]], say: Callable[[str], None]) -> Path:
-    """``<stem>.json`` (written whole or not at all) and ``<stem>.png`` in ``out_dir``;
-    ``write_chart`` returns a message when it did not write the chart."""
+    """``<stem>.json`` (written whole or not at all) and ``<stem>.png`` in ``out_dir``
+    when matplotlib is installed; ``write_chart`` (which may import pyplot: the
+    backend is set here) returns a message when it did not write the chart."""
     out_dir.mkdir(parents=True, exist_ok=True)
     jpath = out_dir / f"{stem}.json"
     tmp_path = jpath.with_suffix(".json.tmp")
     tmp_path.write_text(json.dumps(res, indent=1))
     tmp_path.replace(jpath)
     say(f"wrote {jpath}")
+    try:
+        import matplotlib
+
+        # Files only, no display: before any chart writer imports pyplot.
+        matplotlib.use("Agg")
+    except ImportError:
+        say("matplotlib is not installed: no PNG chart (pip install matplotlib)")
+        return jpath
     png = out_dir / f"{stem}.png"
     say(write_chart(res, png) or f"wrote {png}")
     return jpath

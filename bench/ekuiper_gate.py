@@ -43,9 +43,6 @@ GATE_KEY = "fixed_camera"
 GATE_ENV = "PYAI_SKIP_UNCHANGED"
 VARIANTS = (("off", "false"), ("on", "true"))
 CAMERAS = 1
-SIZE = (1280, 720)
-PHOTOS = ("cat_720p.jpg", "owl.jpg", "parrot.jpg")
-PER_SCENE = 100
 SEED = 3
 # The first loads of each variant, from PROBE_FPS doubled while held (at most
 # PROBES): the last is offered more than the variant takes, so its labelled/s is
@@ -59,14 +56,16 @@ COUNTS = ("checked", "reused", "run")
 
 
 def write_frames(folder: Path, samples: Path) -> Dict[str, Any]:
-    """The sequence as numbered files (the generator sends them in name order)."""
-    spec = gate_sequences.fixed_camera(SIZE, PHOTOS, PER_SCENE)
+    """The sequence as numbered files (the generator sends them in name order): the
+    gate bench's fixed camera, as ``gate_sequences.fixed_camera`` makes it."""
+    spec = gate_sequences.fixed_camera()
     folder.mkdir(parents=True, exist_ok=True)
     sizes = []
     for i, data in enumerate(gate_sequences.frames(spec, samples, SEED)):
         (folder / f"{i:05d}.jpg").write_bytes(data)
         sizes.append(len(data))
-    return {"frames": len(sizes), "size": list(SIZE), "photos": list(PHOTOS), "per_scene": PER_SCENE, "seed": SEED,
+    return {"frames": len(sizes), "size": list(spec.camera.size), "photos": [s.photo for s in spec.scenes],
+            "per_scene": spec.scenes[0].frames, "seed": SEED,
             "camera": dataclasses.asdict(spec.camera), "mean_bytes": sum(sizes) / len(sizes)}
 
 

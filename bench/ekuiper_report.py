@@ -128,13 +128,7 @@ def print_gate_report(res: Dict[str, Any], say: Callable[[str], None]) -> None:
 
 
 def write_chart(res: Dict[str, Any], path: Path) -> Optional[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed: no PNG chart"
+    import matplotlib.pyplot as plt  # benchlib.save_results set the backend
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(17, 5.5))
     top = 1.0
     for key, rows in res["loads"].items():
@@ -196,13 +190,7 @@ def write_chart(res: Dict[str, Any], path: Path) -> Optional[str]:
 def write_gate_chart(res: Dict[str, Any], path: Path) -> Optional[str]:
     """The fixed camera's loads, gate off and on: labelled/s and the plugin's and
     kuiperd's CPU against the rate offered."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed: no PNG chart"
+    import matplotlib.pyplot as plt  # benchlib.save_results set the backend
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
     top = 1.0
     for variant, v in res["fixed_camera"].items():

@@ -120,14 +120,14 @@ def check_cost(res: str, changed: Sequence[bytes], unchanged: Sequence[bytes]) -
 
     from pyai import Classifier
     from pyai.decode import check, inspect
-    from pyai.gate import DEFAULT_THRESHOLD, jpeg_signature, source_box
+    from pyai.gate import DEFAULT_THRESHOLD, jpeg_signature
 
     assets = benchlib.ensure_assets()
     clf = Classifier(model=str(assets["model"]), labels=str(assets["labels"]))
     model = clf.model
 
     def box_of(header):
-        return source_box(header.width, header.height, clf.crop.box(header.width, header.height, model.input_size))
+        return clf.signature_box(header.width, header.height)
 
     refs = [jpeg_signature(d, box_of(inspect(d))) for d in changed]
     still_ref = jpeg_signature(unchanged[0], box_of(inspect(unchanged[0])))

@@ -39,7 +39,7 @@ import benchlib  # noqa: E402
 import gate_sequences  # noqa: E402
 from pyai import Classifier  # noqa: E402
 from pyai.decode import inspect  # noqa: E402
-from pyai.gate import DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, Gate, jpeg_signature, margin, source_box  # noqa: E402
+from pyai.gate import DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, Gate, jpeg_signature, margin  # noqa: E402
 
 THRESHOLDS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
 # The margin rule on (the default) and off: what it costs the fixed cameras and
@@ -75,7 +75,7 @@ def observe(clf: Classifier, jpegs: Sequence[bytes]) -> Dict[str, list]:
     scale = 1.0 if model.output_dtype == np.float32 else model.output_scale
     for data in jpegs:
         header = inspect(data)
-        boxes.append(source_box(header.width, header.height, clf.crop.box(header.width, header.height, model.input_size)))
+        boxes.append(clf.signature_box(header.width, header.height))
         frame = clf.decode_bytes(data, reuse=True, split=True, header=header)
         clf.fill(frame, model.input_slot(0))
         raw = model.run()[0]

@@ -493,13 +493,7 @@ def print_report(res: Dict[str, Any]) -> None:
 
 
 def write_chart(res: Dict[str, Any], path: Path) -> Optional[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed: no PNG chart (pip install matplotlib)"
+    import matplotlib.pyplot as plt  # benchlib.save_results set the backend
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     colors = {"baseline": "tab:red", "baseline_tflrt": "tab:purple", "sdk_const": "tab:gray",
               "transport": "tab:olive", "floor": "tab:blue", "pyai": "tab:green"}

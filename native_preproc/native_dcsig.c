@@ -38,7 +38,6 @@
 #include <string.h>
 #include <time.h>
 
-#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 
 /* Lookup width of the Huffman tables: codes up to this many bits decode in
    one lookup (nearly all of a camera frame's), longer ones bit by bit. */
@@ -66,7 +65,6 @@ typedef struct {
     int32_t maxcode[18];
     int32_t valoff[17];
     uint8_t vals[256];
-    int defined;
 } huff_t;
 
 typedef struct {
@@ -203,7 +201,6 @@ build_huff(huff_t *t, const uint8_t *counts, const uint8_t *vals, int nvals, int
         code <<= 1;
     }
     t->maxcode[17] = 0x7fffffff;
-    t->defined = 1;
     if (is_ac)
         build_groups(t);
     return 0;
@@ -624,13 +621,9 @@ static int
 make_layout(const jpeg_t *j, layout_t *L, result_t *res)
 {
     memset(L, 0, sizeof *L);
-    if (j->ncomp == 1) {
-        L->mcux = (j->width + 7) / 8;
-        L->mcuy = (j->height + 7) / 8;
-    } else {
-        L->mcux = (j->width + 8 * j->hmax - 1) / (8 * j->hmax);
-        L->mcuy = (j->height + 8 * j->vmax - 1) / (8 * j->vmax);
-    }
+    /* A grey frame's one component is 1x1 (parse_headers): its MCU is one block. */
+    L->mcux = (j->width + 8 * j->hmax - 1) / (8 * j->hmax);
+    L->mcuy = (j->height + 8 * j->vmax - 1) / (8 * j->vmax);
     L->total = (long)L->mcux * L->mcuy;
     for (int k = 0; k < j->ncomp; k++) {
         for (int v = 0; v < j->comp[k].v; v++)
@@ -1107,11 +1100,8 @@ rows_done(const jpeg_t *j, cells_t *c, walk_t *w, int my)
 }
 
 static int
-walk(const jpeg_t *j, cells_t *c, walk_t *w, result_t *res)
+walk(const jpeg_t *j, const layout_t *L, cells_t *c, walk_t *w, result_t *res)
 {
-    layout_t L;
-    if (make_layout(j, &L, res))
-        return -1;
     int total = c->gx * c->gy * 3;
     w->d = w->ref ? (float *)malloc(sizeof(float) * (size_t)total) : NULL;
     if (w->ref && !w->d)
@@ -1126,11 +1116,11 @@ walk(const jpeg_t *j, cells_t *c, walk_t *w, result_t *res)
         const uint8_t *start = split_point(j, &at_rst);
         if (start) {
             spec.j = j;
-            spec.L = &L;
+            spec.L = L;
             spec.start = start;
             spec.at_rst = at_rst;
             spec.start_pos = 8 * data_bytes(j->scan, start, j->end);
-            spec.cap = L.total + 16;
+            spec.cap = L->total + 16;
             spec.t_submit = now_us();
 #ifdef __linux__
             spec.caller_cpu = sched_getcpu();
@@ -1149,8 +1139,8 @@ walk(const jpeg_t *j, cells_t *c, walk_t *w, result_t *res)
     int togo = j->restart, next_rst = 0, watching = s != NULL, rc = 0;
     long r = 0, m;
     const char *why = NULL;
-    for (m = 0; m < L.total; m++) {
-        int mx = (int)(m % L.mcux), my = (int)(m / L.mcux);
+    for (m = 0; m < L->total; m++) {
+        int mx = (int)(m % L->mcux), my = (int)(m / L->mcux);
         if (j->restart) {
             if (togo == 0) {
                 if (take_restart(&b) != next_rst) {
@@ -1175,7 +1165,7 @@ walk(const jpeg_t *j, cells_t *c, walk_t *w, result_t *res)
                     watching = 0;
             }
         }
-        int st = decode_mcu(&b, &L, diff);
+        int st = decode_mcu(&b, L, diff);
         if (st != MCU_OK) {
             why = mcu_error[st];
             goto corrupt;
@@ -1184,13 +1174,13 @@ walk(const jpeg_t *j, cells_t *c, walk_t *w, result_t *res)
             why = "premature end of data";
             goto corrupt;
         }
-        add_mcu(j, &L, c, mx, my, diff, pred);
-        if (mx == L.mcux - 1 && rows_done(j, c, w, my)) {
+        add_mcu(j, L, c, mx, my, diff, pred);
+        if (mx == L->mcux - 1 && rows_done(j, c, w, my)) {
             w->stopped = 1;
             goto out;
         }
     }
-    if (m == L.total) {
+    if (m == L->total) {
         if (!at_end(&b)) {
             why = "extraneous bytes or no end marker after the scan";
             goto corrupt;
@@ -1217,7 +1207,7 @@ walk(const jpeg_t *j, cells_t *c, walk_t *w, result_t *res)
     }
     w->split = 1;
     {
-        long need = L.total - m, nrec = __atomic_load_n(&s->nrec, __ATOMIC_ACQUIRE);
+        long need = L->total - m, nrec = __atomic_load_n(&s->nrec, __ATOMIC_ACQUIRE);
         if (nrec - r < need) {
             why = s->why ? s->why : "premature end of data";
             s = NULL;
@@ -1245,11 +1235,11 @@ walk(const jpeg_t *j, cells_t *c, walk_t *w, result_t *res)
                 s = NULL;
                 goto corrupt;
             }
-            for (int i = 0; i < L.nb; i++)
+            for (int i = 0; i < L->nb; i++)
                 diff[i] = rec->diff[i];
-            int mx = (int)(m % L.mcux), my = (int)(m / L.mcux);
-            add_mcu(j, &L, c, mx, my, diff, pred);
-            if (mx == L.mcux - 1)
+            int mx = (int)(m % L->mcux), my = (int)(m / L->mcux);
+            add_mcu(j, L, c, mx, my, diff, pred);
+            if (mx == L->mcux - 1)
                 rows_done(j, c, w, my);
         }
         if (!s->rec[r + need - 1].tail_ok) {
@@ -1281,7 +1271,8 @@ out:
 /* Python                                                                   */
 
 static int
-setup_cells(const jpeg_t *j, cells_t *c, int x0, int y0, int x1, int y1, int grid, result_t *res)
+setup_cells(const jpeg_t *j, const layout_t *L, cells_t *c, int x0, int y0, int x1, int y1, int grid,
+            result_t *res)
 {
     /* The coarsest component's block footprint in source pixels: every cell
        must hold at least one of its blocks. */
@@ -1302,14 +1293,8 @@ setup_cells(const jpeg_t *j, cells_t *c, int x0, int y0, int x1, int y1, int gri
         if (!c->sum[k])
             FAIL(CORRUPT, "out of memory");
     }
-    int mcux = (j->width + 8 * j->hmax - 1) / (8 * j->hmax) + 1;
-    int mcuy = (j->height + 8 * j->vmax - 1) / (8 * j->vmax) + 1;
-    if (j->ncomp == 1) {
-        mcux = (j->width + 7) / 8 + 1;
-        mcuy = (j->height + 7) / 8 + 1;
-    }
     for (int k = 0; k < j->ncomp; k++) {
-        int nbx = mcux * j->comp[k].h, nby = mcuy * j->comp[k].v;
+        int nbx = L->mcux * j->comp[k].h, nby = L->mcuy * j->comp[k].v;
         int ax = 8 * j->hmax / j->comp[k].h, ay = 8 * j->vmax / j->comp[k].v;
         c->col[k] = (int16_t *)malloc(sizeof(int16_t) * (size_t)nbx);
         c->row[k] = (int16_t *)malloc(sizeof(int16_t) * (size_t)nby);
@@ -1320,7 +1305,7 @@ setup_cells(const jpeg_t *j, cells_t *c, int x0, int y0, int x1, int y1, int gri
         for (int i = 0; i < nby; i++) {
             int cy = c->row[k][i];
             if (cy >= 0) {
-                int mrow = j->ncomp == 1 ? i : i / j->comp[k].v;
+                int mrow = i / j->comp[k].v;
                 if (mrow > c->band_end[cy])
                     c->band_end[cy] = mrow;
             }
@@ -1396,7 +1381,8 @@ cell_means(PyObject *self, PyObject *args, PyObject *kwargs)
                      j->width, j->height);
         goto done;
     }
-    if (setup_cells(j, c, x0, y0, x1, y1, grid, &res))
+    layout_t L;
+    if (make_layout(j, &L, &res) || setup_cells(j, &L, c, x0, y0, x1, y1, grid, &res))
         goto failed;
     size_t n = (size_t)c->gx * c->gy * 3;
     if (ref != Py_None) {
@@ -1429,7 +1415,7 @@ cell_means(PyObject *self, PyObject *args, PyObject *kwargs)
     w.threads = threads;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = walk(j, c, &w, &res);
+    rc = walk(j, &L, c, &w, &res);
     Py_END_ALLOW_THREADS
     __atomic_add_fetch(&n_calls, 1, __ATOMIC_RELAXED);
     if (w.split)

@@ -104,6 +104,13 @@ class Classifier:
         """The region of ``frame`` the model sees, (x0, y0, x1, y1) in its pixels (None: all of it)."""
         return (self.crop if crop is None else crop).box(frame.shape[1], frame.shape[0], self.model.input_size)
 
+    def signature_box(self, width: int, height: int, crop: Crop | None = None) -> Tuple[int, int, int, int]:
+        """The region the gate's JPEG signature covers: the model's crop region
+        (``crop``, default the config's) of a ``width`` x ``height`` frame, in whole
+        pixels of the source."""
+        region = (self.crop if crop is None else crop).box(width, height, self.model.input_size)
+        return source_box(width, height, region)
+
     def fill(self, frame: np.ndarray, slot: np.ndarray, crop: Crop | None = None) -> None:
         """Stage 3: resize ``frame``'s crop region (``crop``, default the config's)
         straight into ``slot`` (a view of an input tensor)."""
@@ -179,10 +186,9 @@ class Classifier:
                    crop: Crop | None) -> np.ndarray | None:
         """The JPEG's signature from its DC coefficients, checked at ``plan``'s site:
         the reused scores, or None."""
-        region = (self.crop if crop is None else crop).box(header.width, header.height, self.model.input_size)
-        box = source_box(header.width, header.height, region)
         try:
-            sig = jpeg_signature(data, box, plan.ref, gate.threshold, self._walk_threads)
+            sig = jpeg_signature(data, self.signature_box(header.width, header.height, crop), plan.ref,
+                                 gate.threshold, self._walk_threads)
         except ValueError:
             # Corrupt by the walker's strict rules: never a reused answer. The
             # decoder has the last word (and the error message).

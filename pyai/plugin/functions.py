@@ -119,11 +119,7 @@ class LabelImage:
         clf = self.holder.get()
         k = _int_arg(args[1], "topK") if len(args) > 1 else None
         min_conf = _float_arg(args[2], "minConfidence") if len(args) > 2 else None
-        data = _frame_bytes(clf, args[0])
-        if clf.gate is None:
-            frame = clf.decode_bytes(data, reuse=True, split=True)
-            return clf.label_frame(frame, top_k=k, min_confidence=min_conf)
-        return clf.label_bytes(data, _site(meta), top_k=k, min_confidence=min_conf)
+        return clf.label_bytes(_frame_bytes(clf, args[0]), _site(meta), top_k=k, min_confidence=min_conf)
 
 
 class LabelImages:
