@@ -1,14 +1,14 @@
 """Fixtures of the pytest-benchmark suites under bench/.
 
     pytest bench/                                  # every suite
-    pytest bench/test_bench_stages.py              # in-process stages only (fast)
-    pytest bench/test_bench_e2e.py --benchmark-json=e2e.json
+    pytest bench/protocol/test_bench_stages.py              # in-process stages only (fast)
+    pytest bench/protocol/test_bench_e2e.py --benchmark-json=e2e.json
 
 The end-to-end suite installs dist/pyai.zip with install.sh into a fresh venv, as
 tests/conftest.py does; set PYAI_PLUGIN_PYTHON (or PYAI_BENCH_PYTHON) to an
 interpreter that already has the requirements to only unpack it and use that.
 PYAI_BENCH_CALLS / PYAI_BENCH_BASELINE_CALLS set the rounds of each e2e benchmark.
-``python bench/report.py`` is the full side-by-side report (percentiles, ratios,
+``python bench/protocol/report.py`` is the full side-by-side report (percentiles, ratios,
 RSS, start time, accuracy, JSON + PNG).
 """
 
@@ -22,12 +22,11 @@ from typing import Dict, Iterator
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-for _p in (str(HERE.parent), str(HERE)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-import benchlib  # noqa: E402
+from bench.common import benchlib  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +50,7 @@ def payloads(frames) -> Dict[str, bytes]:
 @pytest.fixture(scope="session")
 def bench_classifier(bench_assets):
     """pyai's Classifier with the packaged plugin's default config (the repo's model)."""
-    import stages
+    from bench.protocol import stages
 
     clf = stages.load_classifier(None)
     yield clf
@@ -71,7 +70,7 @@ def emulated(plugin_env) -> bool:
     import subprocess
 
     out = subprocess.run(plugin_env.python + ["-c", "import sys; sys.path.insert(0, sys.argv[1]); import benchlib, json;"
-                                              " print(json.dumps(benchlib.emulation()))", str(HERE)],
+                                              " print(json.dumps(benchlib.emulation()))", str(benchlib.COMMON)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)["emulated"]
 

@@ -6,7 +6,7 @@ Order of sources: the mirror folder named by ``PYAI_MODELS_MIRROR`` (or
 mirror), then the public download URL. Nothing is written unless its
 hash matches, so a partial or tampered download never lands.
 
-The labelled ImageNet photos of the accuracy bench (``bench/accuracy.py``) are
+The labelled ImageNet photos of the accuracy bench (``bench/accuracy/accuracy.py``) are
 for research use only and are never downloaded: ``PYAI_SAMPLES_MIRROR`` names
 a folder holding them and their ``truth.csv`` (``samples_mirror()``).
 
@@ -36,7 +36,7 @@ MIRROR_ENV = "PYAI_MODELS_MIRROR"
 # name -> sha256 (all from google-coral/test_data, Apache-2.0). The default,
 # tf2_mobilenet_v2_1.0_224_ptq (TF2 MobileNet v2, post-training quantized with
 # per-channel int8 weights, uint8 in and out, the same 1001 labels), was chosen
-# on bench/accuracy.py: more accurate than the previous default (README,
+# on bench/accuracy/accuracy.py: more accurate than the previous default (README,
 # Accuracy), and its invoke took 1.73 ms against 3.55 on one thread here.
 PINNED: Dict[str, str] = {
     "mobilenet_v2_1.0_224_quant.tflite": "7aad0c74c5e3c06e5eb3c827e13304fdd68a83da6087d92ee169c24ff9fd4776",

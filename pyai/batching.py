@@ -231,7 +231,7 @@ class BatchedModel(Model):
 # -- choosing between one batched invoke and one invoke per frame ---------------------
 
 # One batch-8 invoke vs 8 batch-1 invokes of the shipped models: medians of 40-60
-# interleaved rounds from bench/engine_tuning.py --batch-only on a 2-core x86-64
+# interleaved rounds from bench/engine/engine_tuning.py --batch-only on a 2-core x86-64
 # (XNNPACK, ai-edge-litert 2.3); three runs agreed within 0.005.
 # sha256 -> {interpreter threads: speedup}. Threads beyond the largest key use it.
 MEASURED_SPEEDUP: Dict[str, Dict[int, float]] = {
@@ -270,7 +270,7 @@ def resolve_batch_mode(requested: str, model_path: str, threads: int) -> str:
         measured = None
     if not measured:
         log.info("batch_mode auto: no measurement for %s, using loop "
-                 "(run bench/engine_tuning.py on this machine and set batch_mode)", model_path)
+                 "(run bench/engine/engine_tuning.py on this machine and set batch_mode)", model_path)
         return "loop"
     known = [t for t in measured if t <= threads] or [min(measured)]
     speedup = measured[max(known)]

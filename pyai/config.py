@@ -47,7 +47,7 @@ class Config:
         and mobilenet_v2_1.0_224_quant, 1.0 decodes a 1352x900 photo to 338x225 and
         the last step is a near-1:1 resample that blurs: kite_and_cold.jpg flips from
         seashore to volleyball. On 500 labelled photos 1.0 and 1.1 are within noise
-        of each other for every model and crop (bench/accuracy.py); with the default
+        of each other for every model and crop (bench/accuracy/accuracy.py); with the default
         crop, 1.1 decodes 720p at 1/2 scale (faster than 3/8 here) and 1080p at 3/8.
     crop_mode, crop_fraction: the region of each frame the model sees (pyai/crop.py):
         "stretch" takes the centre crop_fraction of each side of the frame and

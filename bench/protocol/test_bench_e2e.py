@@ -9,15 +9,15 @@ from the host's send to the reply, on the exact request the Go host sends:
   floor      pyai's runtime + bare scaled decode + bare invoke, constant reply
   pyai       the packaged plugin, installed with install.sh
 
-``python bench/report.py`` turns the same measurements into ratios and percentiles.
+``python bench/protocol/report.py`` turns the same measurements into ratios and percentiles.
 """
 
 from __future__ import annotations
 
 import pytest
 
-import benchlib
-from conftest import calls_for
+from bench.common import benchlib
+from bench.conftest import calls_for
 
 
 @pytest.mark.parametrize("fname", list(benchlib.FRAMES))

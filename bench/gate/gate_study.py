@@ -28,15 +28,15 @@ import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import simplejpeg  # noqa: E402
 
-import benchlib  # noqa: E402
-import gate_sequences  # noqa: E402
+from bench.common import benchlib  # noqa: E402
+from bench.gate import gate_sequences  # noqa: E402
 from pyai import Classifier  # noqa: E402
 from pyai.decode import inspect  # noqa: E402
 from pyai.gate import DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, Gate, jpeg_signature, margin  # noqa: E402

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where a labelImage call spends its time inside the running plugin process.
 
-    python bench/profile_plugin.py [--frame 720p] [--seconds 20] [--plugin pyai] [--python CMD]
+    python bench/protocol/profile_plugin.py [--frame 720p] [--seconds 20] [--plugin pyai] [--python CMD]
 
 Starts a bench plugin (default: the packaged pyai) with the host emulator, keeps it
 busy with labelImage calls on one frame, and samples the plugin process with
@@ -9,7 +9,7 @@ py-spy (``pip install py-spy``; needs ptrace rights on the process). Prints the
 functions with the most samples (own and inclusive), split by thread, and writes
 the collapsed stacks (flamegraph input) to --out.
 
-Without py-spy it falls back to cProfile of the in-process path (bench/stages.py
+Without py-spy it falls back to cProfile of the in-process path (bench/protocol/stages.py
 --profile), which sees Python frames only and no transport.
 """
 
@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-import benchlib  # noqa: E402
+from bench.common import benchlib  # noqa: E402
 
 
 def summarize_collapsed(path: Path, top: int) -> str:

@@ -9,7 +9,7 @@ so a noisy phase of the machine hits every variant:
 - ``base`` (with ``--base REV``): the plugin built from an earlier commit, to show
   that the gate being off changes nothing measurable on today's path.
 
-Frames (``bench/gate_sequences.py``), at 720p and 1080p, each a camera JPEG with its
+Frames (``bench/gate/gate_sequences.py``), at 720p and 1080p, each a camera JPEG with its
 own noise and a pixel of jitter, so no two frames have the same bytes:
 
 - changed: every frame a different scene from the one before. Only some are walked:
@@ -35,13 +35,13 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-import benchlib  # noqa: E402
-import gate_sequences as gs  # noqa: E402
-from gate_sequences import Camera, Scene, SequenceSpec  # noqa: E402
+from bench.common import benchlib  # noqa: E402
+from bench.gate import gate_sequences as gs  # noqa: E402
+from bench.gate.gate_sequences import Camera, Scene, SequenceSpec  # noqa: E402
 
 PHOTOS = {"720p": ("cat_720p.jpg", "owl.jpg", "parrot.jpg"), "1080p": ("cat_1080p.jpg", "owl.jpg", "parrot.jpg")}
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """pyai side by side with the tutorial baseline and the floor, through the real protocol.
 
-    python bench/report.py [--quick] [--python CMD] [--calls N] [--soak-calls N] ...
+    python bench/protocol/report.py [--quick] [--python CMD] [--calls N] [--soak-calls N] ...
 
 What it does, in one session, one plugin process at a time:
   1. builds dist/pyai.zip and installs it as eKuiper does (install.sh into a fresh
@@ -15,7 +15,7 @@ What it does, in one session, one plugin process at a time:
      through the SDK, a constant reply through pyai's runtime (the transport floor),
      a floor plugin (transport + scaled decode + invoke in one process) and pyai;
      and the per-stage timings of pyai's path, in-process, with the plugin's
-     interpreter (bench/stages.py; the first one also computes the accuracy
+     interpreter (bench/protocol/stages.py; the first one also computes the accuracy
      reference: Pillow full decode + antialiased BILINEAR);
   4. a soak of --soak-calls calls through the protocol: RSS of the plugin process
      and live Python objects inside it (a probe symbol added by a wrapper, pyai's
@@ -46,11 +46,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-import benchlib  # noqa: E402
-from benchlib import FRAMES, summarize  # noqa: E402
+from bench.common import benchlib  # noqa: E402
+from bench.common.benchlib import FRAMES, summarize  # noqa: E402
 
 E2E_ORDER = ["transport", "sdk_const", "floor", "pyai", "baseline", "baseline_tflrt"]
 ROW_ORDER = ["baseline", "baseline_tflrt", "sdk_const", "transport", "floor_sum", "floor", "pyai"]
@@ -81,7 +82,7 @@ def log(msg: str) -> None:
 
 
 def run_worker(env: benchlib.PluginEnv, calls: int, out: Path, photos: bool) -> Dict[str, Any]:
-    """bench/stages.py with the plugin's interpreter: per-stage samples (and accuracy refs)."""
+    """bench/protocol/stages.py with the plugin's interpreter: per-stage samples (and accuracy refs)."""
     cmd = env.python + [str(HERE / "stages.py"), "--pyai-dir", str(env.pyai_dir), "--calls", str(calls),
                         "--out", str(out)] + ([] if photos else ["--no-photos"])
     # The plugins' environment: the worker's classifier then runs the same model as they do.
@@ -619,7 +620,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         log(f"  {env.how} in {env.install_seconds:.1f} s")
         # Emulation is a property of the plugin's interpreter: ask it.
         probe = subprocess.run(env.python + ["-c", "import sys; sys.path.insert(0, sys.argv[1]); import benchlib, json; "
-                                             "print(json.dumps(benchlib.emulation()))", str(HERE)],
+                                             "print(json.dumps(benchlib.emulation()))", str(benchlib.COMMON)],
                                capture_output=True, text=True, check=True)
         emulated = json.loads(probe.stdout)["emulated"]
         mode = "quick" if args.quick else "full"
@@ -654,7 +655,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             log(f"process start to first answer ({starts_n} starts) ...")
             starts = measure_starts(env, payloads["720p"], starts_n, timeout, photos)
         log(f"{rounds} rounds over {', '.join(keys)} end to end, and the per-stage worker "
-            "(bench/stages.py with the plugin's interpreter) ...")
+            "(bench/protocol/stages.py with the plugin's interpreter) ...")
         e2e = measure_rounds(env, payloads, keys, calls, base_calls, stage_calls, rounds, timeout, photos)
         stages = e2e.pop("stages")
         soak_res: Dict[str, Any] = {}

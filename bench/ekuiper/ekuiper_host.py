@@ -1,4 +1,4 @@
-"""The real host for ``bench/ekuiper_bench.py``: mosquitto + kuiperd v2.4.0 with pyai
+"""The real host for ``bench/ekuiper/ekuiper_bench.py``: mosquitto + kuiperd v2.4.0 with pyai
 and the tutorial plugin installed over REST, one rule per measured load, a result
 collector, and the process counters (CPU, RSS) the bench reports.
 
@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from tests.ekuiper import build_kuiperd
 from tests.ekuiper.harness import Kuiperd, Mosquitto, RestError, make_venv, pids_with_cwd_under, wait_for
 
-import ekuiper_plugins
+from bench.ekuiper import ekuiper_plugins
 
 log = logging.getLogger("pyai.bench.ekuiper")
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Per-stage timings of pyai's path, in-process, in the interpreter that runs the plugin.
 
-    python bench/stages.py [--pyai-dir DIR] [--calls N] [--out stages.json] [--profile]
+    python bench/protocol/stages.py [--pyai-dir DIR] [--calls N] [--out stages.json] [--profile]
 
-``bench/report.py`` runs this with the plugin's own interpreter (the venv install.sh
+``bench/protocol/report.py`` runs this with the plugin's own interpreter (the venv install.sh
 made, or PYAI_PLUGIN_PYTHON), so stage numbers and end-to-end numbers come from the
 same NumPy/LiteRT builds, CPU and (under qemu) the same emulator. The pytest-benchmark
-suite (bench/test_bench_stages.py) times the same callables built by :func:`stage_calls`.
+suite (bench/protocol/test_bench_stages.py) times the same callables built by :func:`stage_calls`.
 
 Stages, for one Go-style request carrying a JPEG frame:
   request   parse_request (split the Exec request, frame left as a memoryview) + b64decode
@@ -34,11 +34,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+# Appended, not prepended: this runs with the plugin's interpreter, and pyai must
+# come from the installed plugin folder (add_pyai_path), not from the repository.
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))
 
-import benchlib  # noqa: E402
+from bench.common import benchlib  # noqa: E402
 
 
 def add_pyai_path(pyai_dir: Optional[str]) -> Path:

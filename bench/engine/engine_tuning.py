@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Tune the batching engine for the machine this runs on.
 
-    python bench/engine_tuning.py                  # batch speed-ups + engine sweep
-    python bench/engine_tuning.py --batch-only     # one batch-N invoke vs N single invokes
-    python bench/engine_tuning.py --model mobilenet_v1_0.75_192_quant.tflite --seconds 2
+    python bench/engine/engine_tuning.py                  # batch speed-ups + engine sweep
+    python bench/engine/engine_tuning.py --batch-only     # one batch-N invoke vs N single invokes
+    python bench/engine/engine_tuning.py --model mobilenet_v1_0.75_192_quant.tflite --seconds 2
 
 It prints which ``batch_mode`` wins per model (set it in pyai_config.json when
 it differs from what ``auto`` picks here) and the best ``workers`` / ``threads``
@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 

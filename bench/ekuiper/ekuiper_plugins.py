@@ -1,7 +1,7 @@
-"""The two plugins of ``bench/ekuiper_bench.py``, as zips eKuiper installs over REST.
+"""The two plugins of ``bench/ekuiper/ekuiper_bench.py``, as zips eKuiper installs over REST.
 
 - ``pyai``: ``dist/pyai.zip`` as ``python -m pyai.plugin.package`` builds it.
-- ``tutorial``: eKuiper's Python TFLite tutorial plugin (``bench/plugins/baseline/``,
+- ``tutorial``: eKuiper's Python TFLite tutorial plugin (``bench/protocol/plugins/baseline/``,
   its label.py and label_func.py unchanged) packed at run time as plugin
   ``tutorial`` with function ``tutorialLabelImage``. Function symbols are global
   in eKuiper (one function object, and one IPC path ``/tmp/func_<symbol>.ipc``,
@@ -26,7 +26,7 @@ import zipfile
 from pathlib import Path
 from typing import Dict
 
-from benchlib import DEFAULT_MODEL, LABELS, MODELS, PLUGINS
+from bench.common.benchlib import DEFAULT_MODEL, LABELS, MODELS, PLUGINS
 
 TUTORIAL = "tutorial"
 TUTORIAL_SYMBOL = "tutorialLabelImage"
@@ -35,7 +35,7 @@ TUTORIAL_TFL_SYMBOL = "tutorialTfliteLabelImage"
 EPOCH = (2024, 1, 1, 0, 0, 0)
 
 def _tutorial_main(plugin_name: str, symbol: str, prelude: str) -> str:
-    """The tutorial's entry point (bench/plugins/baseline/baseline.py) with this bench's
+    """The tutorial's entry point (bench/protocol/plugins/baseline/baseline.py) with this bench's
     plugin and symbol names, after ``prelude`` (which picks the model, and the runtime)."""
     return f'''"""eKuiper's Python TFLite tutorial plugin, as plugin `{plugin_name}`, function `{symbol}`."""
 import os
@@ -65,7 +65,7 @@ os.environ.setdefault("PYAI_BENCH_MODEL", os.path.join(HERE, "{DEFAULT_MODEL}"))
 TUTORIAL_MANIFEST = _manifest(TUTORIAL_SYMBOL)
 
 # The tutorial asks for `pip install pynng ekuiper tflite_runtime`; ekuiper pins
-# its pynng, and LiteRT replaces tflite_runtime (bench/plugins/baseline/label.py).
+# its pynng, and LiteRT replaces tflite_runtime (bench/protocol/plugins/baseline/label.py).
 TUTORIAL_INSTALL = """#!/bin/sh
 set -eu
 PY=python

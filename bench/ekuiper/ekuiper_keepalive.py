@@ -20,7 +20,7 @@ during each call (``/proc/<pid>/task/*/schedstat``, all threads): a request re-s
 once per queued keep-alive is sent, read and dropped that many times (a 8 x 1080p
 window is 2.3 MB of base64).
 
-    python bench/ekuiper_keepalive.py [--idle 130] [--old-ref 3383353] [--out bench/results/<arch>-keepalive.json]
+    python bench/ekuiper/ekuiper_keepalive.py [--idle 130] [--old-ref 3383353] [--out bench/results/<arch>-keepalive.json]
 
 Runs one kuiperd at a time; hold ``/tmp/pyai-host.lock`` (the IPC paths are fixed).
 """
@@ -38,8 +38,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 from tests.ekuiper import build_kuiperd  # noqa: E402
 from tests.ekuiper.common import FRAME_TOPIC, RULE_SQL, STREAM_SQL, mqtt_action, wait_first  # noqa: E402

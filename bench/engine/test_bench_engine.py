@@ -1,7 +1,7 @@
 """pytest-benchmark: the batching engine, on 720p JPEG frames and the default model.
 
-    pytest bench/test_bench_engine.py -s                 # numbers + tables
-    pytest bench/test_bench_engine.py -k "api or lone"   # skip the plugin install
+    pytest bench/engine/test_bench_engine.py -s                 # numbers + tables
+    pytest bench/engine/test_bench_engine.py -k "api or lone"   # skip the plugin install
 
 - windows: frames/s of ``labelImages`` over windows of 8 frames vs 8 sequential
   ``labelImage`` calls, through the eKuiper protocol (host emulator + the
@@ -25,8 +25,8 @@ from typing import Dict, List
 
 import pytest
 
-import benchlib
-import engine_tuning
+from bench.common import benchlib
+from bench.engine import engine_tuning
 
 WINDOW = 8
 ROUNDS = int(os.environ.get("PYAI_BENCH_ENGINE_ROUNDS", "40"))

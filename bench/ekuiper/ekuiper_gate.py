@@ -1,4 +1,4 @@
-"""The fixed camera of ``bench/ekuiper_bench.py`` (``--plugins fixed_camera``): pyai's
+"""The fixed camera of ``bench/ekuiper/ekuiper_bench.py`` (``--plugins fixed_camera``): pyai's
 labelImage rule on a fixed camera's frames through the real host, with the
 unchanged-frame gate off and on.
 
@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import gate_sequences
-from ekuiper_host import RESULT_PREFIX, RULES, STREAM, Host
+from bench.gate import gate_sequences
+from bench.ekuiper.ekuiper_host import RESULT_PREFIX, RULES, STREAM, Host
 from tests.ekuiper.harness import MqttCollector
 
 log = logging.getLogger("pyai.bench.ekuiper")

@@ -1,6 +1,6 @@
 """Shared pieces of the bench: paths, assets, the bench plugins, hosts, timing, machine facts.
 
-Used by ``bench/report.py`` (the table, JSON and chart), ``bench/stages.py`` (the
+Used by ``bench/protocol/report.py`` (the table, JSON and chart), ``bench/protocol/stages.py`` (the
 per-stage worker, run with the plugin's interpreter) and the pytest-benchmark
 suites through ``bench/conftest.py``. Imports only the standard library at module
 level, so the worker can load it under any interpreter.
@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench"
-PLUGINS = BENCH / "plugins"
+COMMON = BENCH / "common"
+PLUGINS = BENCH / "protocol" / "plugins"
 RESULTS = BENCH / "results"
 MODELS = REPO / "models"
 SAMPLES = MODELS / "samples"
@@ -356,7 +357,7 @@ class PluginEnv:
         paths = [str(self.pyai_dir)]
         if self.sdk_dir is not None:
             paths.append(str(self.sdk_dir))
-        paths.append(str(BENCH))  # benchlib.CONSTANT_RESULT
+        paths.append(str(COMMON))  # benchlib.CONSTANT_RESULT
         env["PYAI_BENCH_PATHS"] = os.pathsep.join(paths)
         env["PYAI_BENCH_PYAI_DIR"] = str(self.pyai_dir)
         env["PYAI_BENCH_MODEL"] = str(MODELS / DEFAULT_MODEL)

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """pyai through the real host: kuiperd v2.4.0 + mosquitto, cameras publishing 720p JPEG.
 
-    python bench/ekuiper_bench.py [--quick] [--plugins pyai,labelImages,tutorial,fixed_camera] [--no-save]
+    python bench/ekuiper/ekuiper_bench.py [--quick] [--plugins pyai,labelImages,tutorial,fixed_camera] [--no-save]
 
 In one run, one host at a time (the IPC paths are fixed):
   1. mosquitto and kuiperd v2.4.0 on loopback (tests/ekuiper/harness.py), pythonBin
-     a fresh venv; dist/pyai.zip and the tutorial plugin (bench/plugins/baseline as
+     a fresh venv; dist/pyai.zip and the tutorial plugin (bench/protocol/plugins/baseline as
      plugin `tutorial`, function `tutorialLabelImage`) installed with the tutorial's
      REST call; the stream `tfdemo` over the topics `tfdemo/#`, FORMAT="BINARY".
   2. For each rule (pyai's labelImage, labelImages over CountWindow(8), the tutorial
@@ -14,7 +14,7 @@ In one run, one host at a time (the IPC paths are fixed):
      10% a step while held, then one step halfway back: the highest rate held.
   3. pyai overloaded (1.5x its highest held rate) with the default rule options, and
      with a small bufferLength (1, 8).
-  4. The fixed camera (``fixed_camera``, bench/ekuiper_gate.py): pyai's labelImage on
+  4. The fixed camera (``fixed_camera``, bench/ekuiper/ekuiper_gate.py): pyai's labelImage on
      a fixed camera's sequence of 720p frames (noise, jitter, dimming light, a cut
      every 100 frames), one camera, with the unchanged-frame gate off and then on:
      each a fresh plugin process (kuiperd restarted with PYAI_SKIP_UNCHANGED), probe
@@ -25,7 +25,7 @@ Prints a table and writes bench/results/<arch>-ekuiper.json and .png; with
 ``--plugins fixed_camera`` alone, only step 4 (and no install of the tutorial
 plugins) and bench/results/<arch>-ekuiper-gate.json and .png instead.
 
-A load: the generator (bench/ekuiper_cameras.py, its own process) publishes every
+A load: the generator (bench/ekuiper/ekuiper_cameras.py, its own process) publishes every
 frame with QoS 0 on its own topic, which carries the camera, a sequence number and
 the publish time; the rule returns `meta(topic)` with the label, so each result is
 matched to its frame. Latency = result received by the bench's subscriber - publish
@@ -53,16 +53,17 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-import benchlib  # noqa: E402
-import ekuiper_gate  # noqa: E402
-import ekuiper_host  # noqa: E402
-import ekuiper_plugins  # noqa: E402
-import ekuiper_report  # noqa: E402
-from benchlib import quantile  # noqa: E402
-from ekuiper_host import RULES, Host, parse_frame_topic  # noqa: E402
+from bench.common import benchlib  # noqa: E402
+from bench.ekuiper import ekuiper_gate  # noqa: E402
+from bench.ekuiper import ekuiper_host  # noqa: E402
+from bench.ekuiper import ekuiper_plugins  # noqa: E402
+from bench.ekuiper import ekuiper_report  # noqa: E402
+from bench.common.benchlib import quantile  # noqa: E402
+from bench.ekuiper.ekuiper_host import RULES, Host, parse_frame_topic  # noqa: E402
 
 log = logging.getLogger("pyai.bench.ekuiper")
 
@@ -378,7 +379,7 @@ def highest_held(rows: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
 
 
 def protocol_alone(host_python: Path, pyai_dir: Path, workdir: Path, calls: int) -> Dict[str, Any]:
-    """The bench's pyai row (bench/report.py): 720p through the stand-in host, the same
+    """The bench's pyai row (bench/protocol/report.py): 720p through the stand-in host, the same
     installed plugin and interpreter kuiperd ran; frames/s = 1/p50."""
     env = benchlib.PluginEnv(pyai_dir, [str(host_python)], workdir, how="kuiperd's install")
     env.specs = benchlib.bench_plugin_specs(pyai_dir)

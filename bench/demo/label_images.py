@@ -2,7 +2,7 @@
 """The main job: package the plugin, install it as eKuiper would, and label photos through
 the real plugin protocol, printing each top-1 label and per-frame latency.
 
-    python bench/label_images.py [IMAGE_OR_FOLDER ...] [--repeat N] [--zip dist/pyai.zip]
+    python bench/demo/label_images.py [IMAGE_OR_FOLDER ...] [--repeat N] [--zip dist/pyai.zip]
 
 With no paths it labels the sample photos (fetched by models/fetch.py --images).
 """
@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 from tests.hostsim import PluginHost, install_zip  # noqa: E402
 from pyai.plugin import package  # noqa: E402

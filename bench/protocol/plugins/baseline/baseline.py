@@ -3,7 +3,7 @@ the ekuiper SDK's ``plugin.start(PluginConfig(...))`` with one function, labelIm
 
 (The tutorial's plugin is called ``pyai``; this copy is ``bench_baseline`` so the bench
 can tell it apart from the real pyai. The ekuiper SDK comes from PYAI_BENCH_PATHS,
-vendored there by bench/benchlib.py.)
+vendored there by bench/common/benchlib.py.)
 """
 import os
 import sys

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Accuracy against speed: every model of the mirror x every preprocessing choice.
 
-    python bench/accuracy.py [--quick] [--calls N] [--rounds N] [--no-timing]
+    python bench/accuracy/accuracy.py [--quick] [--calls N] [--rounds N] [--no-timing]
 
 For each model in ``models/`` (``models/fetch.py --all``) and each
 preprocessing choice (crop mode and fraction, ``decode_oversample``; see
@@ -48,10 +48,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-import benchlib  # noqa: E402
+from bench.common import benchlib  # noqa: E402
 
 log = logging.getLogger("pyai.bench.accuracy")
 

@@ -1,4 +1,4 @@
-"""Table and chart of ``bench/ekuiper_bench.py``'s results."""
+"""Table and chart of ``bench/ekuiper/ekuiper_bench.py``'s results."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Cameras as MQTT publishers: the load generator of ``bench/ekuiper_bench.py``.
+"""Cameras as MQTT publishers: the load generator of ``bench/ekuiper/ekuiper_bench.py``.
 
-    python bench/ekuiper_cameras.py --port 1883 --cameras 4 --fps 30 --seconds 20 \
+    python bench/ekuiper/ekuiper_cameras.py --port 1883 --cameras 4 --fps 30 --seconds 20 \
         (--frame cat_720p.jpg | --frames-dir DIR [--frame-offset N]) [--qos 0] [--prefix tfdemo]
 
 One paho client per camera; every camera publishes the frame at a fixed rate, the

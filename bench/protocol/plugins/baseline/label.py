@@ -10,7 +10,7 @@ wheels (2.14) are built against NumPy 1.x, so under NumPy 2 the import fails
 are no wheels for Python >= 3.12. We use ``ai_edge_litert``'s Interpreter, the same
 API from tflite_runtime's successor (and with XNNPACK on, so the baseline's invoke is
 as fast as pyai's); tflite_runtime is used only when it is all there is, or when
-PYAI_BENCH_RUNTIME=tflite_runtime (bench/report.py's optional "tutorial's own
+PYAI_BENCH_RUNTIME=tflite_runtime (bench/protocol/report.py's optional "tutorial's own
 runtime" row, run from a venv with tflite-runtime and numpy<2).
 """
 import base64

@@ -11,8 +11,8 @@ from typing import Callable, Dict, Tuple
 
 import pytest
 
-import benchlib
-import stages
+from bench.common import benchlib
+from bench.protocol import stages
 
 STAGES = ["request", "parse_request", "b64decode", "decode", "floor_decode", "resize_pyai", "resize_native",
           "resize_numpy", "invoke", "results", "reply", "inprocess"]
