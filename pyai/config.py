@@ -94,6 +94,9 @@ class Config:
         A frame whose signature is within it of the last frame the model ran on at
         the same call site gets that frame's answer. ``true``/``on`` = the default
         threshold the gate study picked (``pyai.gate.DEFAULT_THRESHOLD``).
+    reload_check_s: how often the plugin process checks its config file and the model
+        and labels files it names; a change loads the new model beside the old one and
+        swaps them (pyai/plugin/model_watch.py). 0 = never (a change then needs a restart).
     skip_unchanged_margin: the gate reuses an answer only if its top-1 score led the
         second by at least this much (near-ties flip on noise alone); 0 = always.
     """
@@ -122,6 +125,7 @@ class Config:
     self_heal: bool = True
     skip_unchanged: float = 0.0
     skip_unchanged_margin: float = 0.3
+    reload_check_s: float = 0.25
 
     def __post_init__(self) -> None:
         self.skip_unchanged = _gate_threshold(self.skip_unchanged)
@@ -153,6 +157,8 @@ class Config:
             raise ModelError("config scores must be auto, probability or logits")
         if not self.skip_unchanged >= 0:
             raise ModelError("config skip_unchanged must be >= 0 (0 = off), true or false")
+        if not self.reload_check_s >= 0:
+            raise ModelError("config reload_check_s must be >= 0 (0 = off)")
         if not 0 <= self.skip_unchanged_margin <= 1:
             raise ModelError("config skip_unchanged_margin must be between 0 and 1")
 
