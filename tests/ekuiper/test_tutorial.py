@@ -20,6 +20,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
+from tests.ekuiper import model_change
 from tests.ekuiper.common import (RULE_SQL, STREAM_SQL, fail, label_one, mqtt_action, png_header_only,
                                   rule_running, wait_exception, wait_first)
 from tests.ekuiper.conftest import (PHOTOS, VERSIONS, WORKAROUND_ENV, start_host, venv_has_requirements,
@@ -222,6 +223,28 @@ def test_two_rules_at_once(live, images: Dict[str, bytes], expected_top1: Dict[s
     for topic in (topic_a, topic_b):
         got = [mqtt.get_json(topic, 30) for _ in PHOTOS[:5]]
         assert got == [{"label": expected_top1[n]} for n in PHOTOS[:5]], f"{topic}: {got}"
+
+
+def test_model_change_while_a_camera_streams(live, images: Dict[str, bytes], models_dir: Path) -> None:
+    """pyai_config.json rewritten to another model while a 30 fps camera streams, then back:
+    the plugin swaps models in place (no restart, no reinstall); only frames in flight may
+    be lost or answered by the model being replaced, never one after it (docs/own-model.md)."""
+    host, mqtt = live
+    _, topic = host.rule(RULE_SQL, "change")
+    mqtt.subscribe(topic)
+    wait_first(host.kuiperd, mqtt, topic, images[CAT])
+    run = model_change.stream_through_changes(host.kuiperd, mqtt, "tfdemo", topic, images[CAT], models_dir)
+    print("\n" + run.summary(host.version))
+    models = [model_change.model_of(label) for label in run.labels]
+    switches = [m for i, m in enumerate(models) if i == 0 or m != models[i - 1]]
+    assert switches == ["a", "b", "a"], f"{host.version}: answers by model, in order: {switches}"
+    in_flight = 2
+    ends = [run.changes[1].written, float("inf")]
+    for change, end, new in zip(run.changes, ends, ("b", "a")):
+        late = [m for t, m in zip(run.times, models) if change.acknowledged < t < end and m != new]
+        # Answered before the acknowledgement, still on their way through kuiperd and the broker.
+        assert len(late) <= in_flight, f"{host.version}: {len(late)} answers of the old model after the change"
+    assert run.published - run.answered <= in_flight, run.summary(host.version)
 
 
 def test_kill9_heals_every_function(live, images: Dict[str, bytes], expected_top1: Dict[str, str]) -> None:
