@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from tests import tiny_models
-from tests.ekuiper.harness import Kuiperd, MqttCollector
+from tests.ekuiper.harness import Kuiperd, MqttCollector, cmdline, pids_with_cwd_under
 
 FPS = 30.0
 STATUS = "pyai_model_status.json"
@@ -93,6 +93,19 @@ class Camera:
             t.join(15)
 
 
+def cpu_seconds(pids: List[int]) -> float:
+    """User + system CPU time of ``pids`` (and their reaped children), from /proc."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 @dataclass
 class Change:
     written: float
@@ -108,12 +121,19 @@ class Run:
     changes: List[Change] = field(default_factory=list)
     labels: List[str] = field(default_factory=list)
     times: List[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    # CPU seconds over the run: the plugin process (serving, plus loading each new model), kuiperd.
+    cpu_plugin_s: float = 0.0
+    cpu_kuiperd_s: float = 0.0
 
     def summary(self, version: str) -> str:
         acks = ", ".join(f"{(c.acknowledged - c.written) * 1000:.0f} ms" for c in self.changes)
+        wall = self.wall_s or 1.0
         return (f"{version}: model change at {FPS:.0f} fps: {self.published} frames published, {self.answered} "
                 f"answered, longest time without an answer {self.longest_gap_s * 1000:.0f} ms "
-                f"(frame interval {1000 / FPS:.0f} ms); config written -> acknowledged: {acks}")
+                f"(frame interval {1000 / FPS:.0f} ms); config written -> acknowledged: {acks}; "
+                f"CPU over {self.wall_s:.1f} s: plugin {100 * self.cpu_plugin_s / wall:.0f}%, "
+                f"kuiperd {100 * self.cpu_kuiperd_s / wall:.0f}% of one core ({os.cpu_count()} cores)")
 
 
 def change_model(k: Kuiperd, plugin_dir: Path, config: Dict[str, Any], timeout: float = 60) -> Change:
@@ -139,6 +159,10 @@ def stream_through_changes(k: Kuiperd, mqtt: MqttCollector, frame_topic: str, re
     original = json.loads(config_path.read_text())
     (plugin_dir / "b.tflite").write_bytes(relabelled(models_dir / OTHER_MODEL))
     other = dict(original, model="b.tflite", labels="")
+    # The serving plugin process (not its guardian, which only waits).
+    plugin = [pid for pid in pids_with_cwd_under(plugin_dir) if "--guard" not in cmdline(pid)]
+    kuiperd = [k.proc.pid] if k.proc is not None else []
+    cpu0, kcpu0, t0 = cpu_seconds(plugin), cpu_seconds(kuiperd), time.monotonic()
     cam = Camera(mqtt, frame_topic, result_topic, frame)
     changes: List[Change] = []
     try:
@@ -150,11 +174,12 @@ def stream_through_changes(k: Kuiperd, mqtt: MqttCollector, frame_topic: str, re
     finally:
         cam.finish()
         write_json(config_path, original)
+    wall, cpu, kcpu = time.monotonic() - t0, cpu_seconds(plugin) - cpu0, cpu_seconds(kuiperd) - kcpu0
     times = [t for t, _ in cam.answers]
     # From the first answer, so the wait for the rule's start does not count.
     gaps = [b - a for a, b in zip(times, times[1:])]
     return Run(len(cam.published), len(cam.answers), max(gaps) if gaps else float("inf"), changes,
-               [label for _, label in cam.answers], times)
+               [label for _, label in cam.answers], times, wall, cpu, kcpu)
 
 
 def model_of(label: Optional[str]) -> str:
