@@ -45,10 +45,10 @@ class Classifier:
         self.card = resolve(cfg, self.model, self.model.content)
         self.labels = self.card.labels
         norm = self.card.norm
-        # The config as it applies: mean/std filled in from the metadata where the
-        # config left them unset (per-channel values stay in card.norm alone).
-        if norm.mean is not None and norm.std is not None and len(set(norm.mean)) == 1 and len(set(norm.std)) == 1:
-            cfg = cfg.replace(mean=norm.mean[0], std=norm.std[0])
+        # The config as it applies: mean/std as the resize uses them (from the metadata
+        # where the config left them unset; per-channel maps stay in card.norm alone).
+        if norm.fast:
+            cfg = cfg.replace(mean=norm.scalar_mean, std=norm.scalar_std)
         self.config = cfg
         self.limits = Limits(max_pixels=cfg.max_pixels, max_decode_ms=cfg.max_decode_ms)
         self.crop = cfg.crop

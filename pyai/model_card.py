@@ -141,7 +141,8 @@ def _normalisation(cfg: Config, mf: ModelFile, model: Model) -> Normalisation:
     err = max(float(np.max(np.abs(bias - offset))), float(np.max(np.abs(gain * 255 + bias - 255 - offset))))
     desc = f"mean {_show(mean)}, std {_show(std)} ({source})"
     if err <= 1.0 + 1e-6:
-        return Normalisation(mean, std, f"{desc}: raw pixels (quantization encodes it)", True)
+        return Normalisation(mean, std, f"{desc}: raw pixels (quantization encodes it)", True,
+                             float(np.mean(m)), float(np.mean(s)))
     return Normalisation(mean, std, f"{desc}: mapped through the input quantization", False,
                          gain=gain.astype(np.float32), bias=bias.astype(np.float32))
 
