@@ -197,12 +197,30 @@ def fill(norm: Normalisation, frame: np.ndarray, slot: np.ndarray, box: Box) -> 
     if buf is None or buf.shape != slot.shape:
         buf = _scratch.buf = np.empty(slot.shape, np.float32)
     resize_into(frame, buf, mean=0.0, std=1.0, box=box)
-    buf *= norm.gain
-    buf += norm.bias
+    _map_into(norm, buf, slot)
+
+
+def _map_into(norm: Normalisation, pixels: np.ndarray, slot: np.ndarray) -> None:
+    """Float pixel values (0..255, overwritten) -> ``slot`` through the per-channel map."""
+    pixels *= norm.gain
+    pixels += norm.bias
     if slot.dtype == np.float32:
-        slot[...] = buf
+        slot[...] = pixels
         return
     info = np.iinfo(slot.dtype)
-    np.rint(buf, out=buf)
-    np.clip(buf, info.min, info.max, out=buf)
-    slot[...] = buf
+    np.rint(pixels, out=pixels)
+    np.clip(pixels, info.min, info.max, out=pixels)
+    slot[...] = pixels
+
+
+def pixels_into(norm: Normalisation, pixels: np.ndarray, slot: np.ndarray) -> None:
+    """An already resized uint8 RGB image -> ``slot``, normalised as :func:`fill` does
+    (the careful reference path, pyai/reference.py)."""
+    if not norm.fast:
+        _map_into(norm, pixels.astype(np.float32), slot)
+    elif slot.dtype == np.float32:
+        slot[...] = (pixels.astype(np.float32) - norm.scalar_mean) / norm.scalar_std
+    elif slot.dtype == np.int8:
+        slot[...] = (pixels.astype(np.int16) - 128).astype(np.int8)
+    else:
+        slot[...] = pixels

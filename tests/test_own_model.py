@@ -254,3 +254,17 @@ def test_shipped_model_with_a_wrong_labels_file_is_refused(models_dir: Path, tmp
     with pytest.raises(ModelError) as exc:
         Classifier(model=str(models_dir / "mobilenet_v2_1.0_224_quant.tflite"), labels=str(labels), threads=1)
     assert _one_line(exc) == f"labels file {labels} has 1000 labels, the model's output has 1001 classes"
+
+
+@pytest.mark.parametrize("input_type", TYPES)
+def test_careful_reference_feeds_every_input_type(tmp_path, input_type):
+    from pyai.reference import reference_label
+
+    meta = tm.Meta(mean=(0.0, 100.0, 200.0), std=(255.0, 50.0, 25.0)) if input_type == "float32" else tm.Meta()
+    with _clf(tmp_path, tm.build(input_type, "float32", softmax=True, meta=meta)) as clf:
+        for rgb in COLOURS.values():
+            jpeg = tm.solid_jpeg(rgb)
+            ref, fast = reference_label(clf, jpeg, 3), clf.label(jpeg)
+            # A solid colour resizes exactly either way: the same answer.
+            assert [r["label"] for r in ref] == [r["label"] for r in fast]
+            assert [r["confidence"] for r in ref] == pytest.approx([r["confidence"] for r in fast], abs=0.01)
