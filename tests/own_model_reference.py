@@ -47,12 +47,29 @@ def tiny_cases(folder: Path) -> List[Tuple[Path, Path]]:
     return cases
 
 
+def save(path: Path, rows: list, argv: List[str]) -> None:
+    import json
+    import platform
+    import subprocess
+    import time
+    from importlib.metadata import version
+
+    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
+        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "")
+    path.write_text(json.dumps({
+        "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "cpu": cpu, "python": platform.python_version(),
+        "versions": {p: version(p) for p in ("mediapipe", "ai-edge-litert", "numpy")},
+        "command": "python tests/own_model_reference.py " + " ".join(argv), "rows": rows,
+    }, indent=1) + "\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="*", type=Path)
     ap.add_argument("--images", nargs="*", type=Path, default=[])
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--fragile", nargs="*", default=[], help="photos whose top-1 may differ (decision boundaries)")
+    ap.add_argument("--save", type=Path, help="also write the rows as JSON here, with the machine and versions")
     args = ap.parse_args(argv)
     from pyai import Classifier
 
@@ -66,6 +83,7 @@ def main(argv=None) -> int:
     print("| model | photo | pyai top-1 | conf | MediaPipe top-1 | score | same |")
     print("|---|---|---|---|---|---|---|")
     differ = []
+    rows = []
     for model, photo in cases:
         with Classifier(model=str(model), threads=2, crop_fraction=1.0, top_k=1) as clf:
             top = clf.label(photo.read_bytes())[0]
@@ -75,6 +93,10 @@ def main(argv=None) -> int:
             differ.append((model.name, photo.name))
         print(f"| {model.name} | {photo.name} | {top['label'][:40]} | {top['confidence']:.3f} | {ref[:40]} | "
               f"{score:.3f} | {'yes' if same else 'NO'} |")
+        rows.append({"model": model.name, "photo": photo.name, "pyai": top["label"], "pyai_confidence":
+                     round(top["confidence"], 4), "mediapipe": ref, "mediapipe_score": round(score, 4), "same": same})
+    if args.save:
+        save(args.save, rows, sys.argv[1:])
     print(f"\n{len(cases) - len(differ)}/{len(cases)} top-1 agree (fragile photos not counted as differing: "
           f"{args.fragile or 'none'})")
     return 1 if differ else 0

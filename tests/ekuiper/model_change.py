@@ -182,5 +182,31 @@ def stream_through_changes(k: Kuiperd, mqtt: MqttCollector, frame_topic: str, re
                [label for _, label in cam.answers], times, wall, cpu, kcpu)
 
 
+SAVE_ENV = "PYAI_MODEL_CHANGE_SAVE"
+
+
+def save(run: Run, version: str) -> None:
+    """Append the run as one JSON line to $PYAI_MODEL_CHANGE_SAVE, if set (docs/own-model.md's numbers)."""
+    path = os.environ.get(SAVE_ENV)
+    if not path:
+        return
+    import platform
+    import subprocess
+
+    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
+        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "")
+    record = {
+        "date": time.strftime("%Y-%m-%d %H:%M"), "kuiperd": version, "machine": platform.machine(), "cpu": cpu,
+        "cores": os.cpu_count(), "fps": FPS, "published": run.published, "answered": run.answered,
+        "longest_gap_ms": round(run.longest_gap_s * 1000, 1),
+        "acknowledged_ms": [round((c.acknowledged - c.written) * 1000, 1) for c in run.changes],
+        "cpu_plugin_pct": round(100 * run.cpu_plugin_s / (run.wall_s or 1.0), 1),
+        "cpu_kuiperd_pct": round(100 * run.cpu_kuiperd_s / (run.wall_s or 1.0), 1),
+        "summary": run.summary(version),
+    }
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def model_of(label: Optional[str]) -> str:
     return "b" if label and label.split(":", 1)[-1].startswith(PREFIX) else "a"

@@ -235,6 +235,7 @@ def test_model_change_while_a_camera_streams(live, images: Dict[str, bytes], mod
     wait_first(host.kuiperd, mqtt, topic, images[CAT])
     run = model_change.stream_through_changes(host.kuiperd, mqtt, "tfdemo", topic, images[CAT], models_dir)
     print("\n" + run.summary(host.version))
+    model_change.save(run, host.version)
     models = [model_change.model_of(label) for label in run.labels]
     switches = [m for i, m in enumerate(models) if i == 0 or m != models[i - 1]]
     assert switches == ["a", "b", "a"], f"{host.version}: answers by model, in order: {switches}"
