@@ -1,7 +1,9 @@
 """How long a ``PUT /plugins/portables/pyai`` (the tutorial's way to change a plugin) leaves a
 30 fps camera without labels, next to the config-edit change, through the real kuiperd.
 
-    flock /tmp/pyai-host.lock python tests/ekuiper/measure_put.py [v2.4.0]
+    flock /tmp/pyai-host.lock flock /tmp/pyai-timing.lock python tests/ekuiper/measure_put.py [v2.4.0]
+
+With PYAI_MODEL_CHANGE_SAVE=<file> both runs are appended to it as JSON lines.
 
 Run in the ``ekuiper`` tox environment's Python (paho-mqtt, pyai's requirements); needs
 a cached kuiperd (tests/ekuiper/build_kuiperd.py) and mosquitto. Prints one line per
@@ -11,6 +13,7 @@ change; docs/own-model.md quotes it.
 from __future__ import annotations
 
 import json
+import os
 import runpy
 import sys
 import tempfile
@@ -53,6 +56,7 @@ def main(version: str = "v2.4.0") -> int:
             wait_first(k, mqtt, topic, frame)
             run = model_change.stream_through_changes(k, mqtt, "tfdemo", topic, frame, REPO / "models")
             print(run.summary(version + " config edit"))
+            model_change.save(run, version + " config edit")
             cam = model_change.Camera(mqtt, "tfdemo", topic, frame)
             time.sleep(1.0)
             put_at = time.monotonic()
@@ -67,12 +71,17 @@ def main(version: str = "v2.4.0") -> int:
             gaps = [(b - a, a) for a, b in zip(times, times[1:])]
             gap, at = max(gaps) if gaps else (float("inf"), 0.0)
             after = [t for t in times if t > put_at]
-            print(json.dumps({
+            record = {
                 "version": version, "put_status": status, "put_seconds": round(put_done - put_at, 2),
                 "published": len(cam.published), "answered": len(cam.answers),
                 "longest_gap_s": round(gap, 2), "gap_started_after_put_s": round(at - put_at, 2),
                 "first_answer_after_put_s": round(after[0] - put_at, 2) if after else None,
-            }))
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+            }
+            print(json.dumps(record))
+            if os.environ.get(model_change.SAVE_ENV):
+                with open(os.environ[model_change.SAVE_ENV], "a") as f:
+                    f.write(json.dumps(record) + "\n")
         finally:
             mqtt.close()
             k.stop()

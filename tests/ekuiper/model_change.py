@@ -74,8 +74,10 @@ class Camera:
             wait = due - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            self.mqtt.publish(self.frame_topic, self.frame)
+            # When it is sent, not when the broker acknowledged it: a frame sent before the
+            # plugin's acknowledgement may be labelled by the old model, none sent after it.
             self.published.append(time.monotonic())
+            self.mqtt.publish(self.frame_topic, self.frame)
             n += 1
 
     def _collect(self) -> None:
@@ -121,6 +123,7 @@ class Run:
     changes: List[Change] = field(default_factory=list)
     labels: List[str] = field(default_factory=list)
     times: List[float] = field(default_factory=list)
+    sent: List[float] = field(default_factory=list)
     wall_s: float = 0.0
     # CPU seconds over the run: the plugin process (serving, plus loading each new model), kuiperd.
     cpu_plugin_s: float = 0.0
@@ -179,7 +182,7 @@ def stream_through_changes(k: Kuiperd, mqtt: MqttCollector, frame_topic: str, re
     # From the first answer, so the wait for the rule's start does not count.
     gaps = [b - a for a, b in zip(times, times[1:])]
     return Run(len(cam.published), len(cam.answers), max(gaps) if gaps else float("inf"), changes,
-               [label for _, label in cam.answers], times, wall, cpu, kcpu)
+               [label for _, label in cam.answers], times, list(cam.published), wall, cpu, kcpu)
 
 
 SAVE_ENV = "PYAI_MODEL_CHANGE_SAVE"
@@ -206,6 +209,11 @@ def save(run: Run, version: str) -> None:
     }
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def sent_before(run: Run, t: float) -> int:
+    """How many frames were sent before ``t``."""
+    return sum(1 for s in run.sent if s < t)
 
 
 def model_of(label: Optional[str]) -> str:
