@@ -199,12 +199,13 @@ class BatchedModel(Model):
     Views of the tensors taken before :meth:`set_batch` are invalid after it.
     """
 
-    def __init__(self, path: str, threads: int, max_batch: int):
-        try:
-            with open(path, "rb") as f:
-                content = f.read()
-        except OSError as exc:
-            raise ModelError(f"cannot read model {path}: {exc}") from None
+    def __init__(self, path: str, threads: int, max_batch: int, content: bytes | None = None):
+        if content is None:
+            try:
+                with open(path, "rb") as f:
+                    content = f.read()
+            except OSError as exc:
+                raise ModelError(f"cannot read model {path}: {exc}") from None
         super().__init__(path, threads, batch=max_batch, model_content=rewrite_batch(content, max_batch))
         if self.input.batch != max_batch or self.output_tensor.shape[0] != max_batch:
             raise BatchRewriteError(f"rewritten model has batch {self.input.batch}, wanted {max_batch}")

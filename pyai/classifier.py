@@ -18,9 +18,10 @@ from .config import Config, load_config
 from .crop import Box, Crop
 from .decode import Header, Limits, check, decode, inspect, jpeg_splitter
 from .gate import Gate, Plan, jpeg_signature, margin, signature, source_box, walker_available, walker_stats
-from .labels import Result, load_labels, top_k
+from .labels import Result
 from .model import Model
-from .resize import resize_into
+from .model_card import fill as fill_input
+from .model_card import resolve
 from .source import ImageInput, to_bytes
 
 
@@ -39,9 +40,16 @@ class Classifier:
         cfg = config if config is not None else load_config()
         if overrides:
             cfg = cfg.replace(**overrides)
-        self.config = cfg
         self.model = Model(cfg.model, cfg.interpreter_threads)
-        self.labels = load_labels(cfg.labels, self.model.num_classes)
+        # Labels, normalisation and score kind: config > the model's metadata > its graph.
+        self.card = resolve(cfg, self.model, self.model.content)
+        self.labels = self.card.labels
+        norm = self.card.norm
+        # The config as it applies: mean/std as the resize uses them (from the metadata
+        # where the config left them unset; per-channel maps stay in card.norm alone).
+        if norm.fast:
+            cfg = cfg.replace(mean=norm.scalar_mean, std=norm.scalar_std)
+        self.config = cfg
         self.limits = Limits(max_pixels=cfg.max_pixels, max_decode_ms=cfg.max_decode_ms)
         self.crop = cfg.crop
         # The whole frame's decode size (the bench reports it); frames are decoded
@@ -56,7 +64,7 @@ class Classifier:
         # The unchanged-frame gate (skip_unchanged); None keeps today's path untouched.
         self.gate = Gate(cfg.skip_unchanged, cfg.skip_unchanged_margin) if cfg.skip_unchanged > 0 else None
         # Signatures in grey levels whatever the input type; margins in confidence units.
-        self._signature_scale = cfg.std if self.model.input.dtype == np.float32 else 1.0
+        self._signature_scale = (cfg.std or 1.0) if self.model.input.dtype == np.float32 else 1.0
         self._margin_scale = 1.0 if self.model.output_dtype == np.float32 else self.model.output_scale
         # The DC walk runs instead of the split decoder, on the same cores.
         self._walk_threads = max(1, cfg.jpeg_decode_threads)
@@ -114,16 +122,14 @@ class Classifier:
     def fill(self, frame: np.ndarray, slot: np.ndarray, crop: Crop | None = None) -> None:
         """Stage 3: resize ``frame``'s crop region (``crop``, default the config's)
         straight into ``slot`` (a view of an input tensor)."""
-        resize_into(frame, slot, mean=self.config.mean, std=self.config.std, box=self.crop_box(frame, crop))
+        fill_input(self.card.norm, frame, slot, self.crop_box(frame, crop))
 
     def results(self, raw: np.ndarray, k: int | None = None, min_confidence: float | None = None) -> Result:
         """Stage 5: one row of raw scores -> top-k list."""
-        return top_k(
+        return self.card.scores.top_k(
             raw,
             self.labels,
             self.config.top_k if k is None else k,
-            self.model.output_scale,
-            self.model.output_zero_point if self.model.output_dtype != np.float32 else 0,
             self.config.min_confidence if min_confidence is None else min_confidence,
         )
 
@@ -261,6 +267,7 @@ class Classifier:
     def describe(self) -> dict:
         """The model's description and how JPEG frames are decoded."""
         desc = self.model.describe()
+        desc.update(self.card.describe())
         if self.splitter is not None:
             desc["jpeg_decoder"] = f"native_jpeg, {self.splitter.stats()['threads']} threads"
         else:

@@ -14,7 +14,7 @@ import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 from .crop import Crop
 from .errors import ModelError
@@ -36,7 +36,17 @@ class Config:
     """Every tunable of pyai, with its default.
 
     model, labels: paths of the .tflite model and its labels file (one label a line,
-        line 0 is index 0).
+        line 0 is index 0). An empty ``labels`` (the default) takes the label file the
+        model's TFLite metadata names (packed in the .tflite file, as Model Maker and
+        MediaPipe Model Maker export it); a labels file whose line count is not the
+        model's class count is refused at start (docs/own-model.md).
+    label_locale: with metadata labels, the locale of the label file to answer with
+        (the metadata's display names, e.g. "fr"); "" = the first label file.
+    scores: what the model's output holds: "auto" (from the graph and the metadata:
+        a softmax/logistic output or a quantized [0, 1] range is a probability, other
+        outputs are logits), "probability" or "logits". For logits ``confidence`` is the
+        softmax of the row (a probability over the classes). A metadata score
+        calibration is applied in "auto".
     threads: interpreter threads; 0 means the usable cores, capped at 4 (XNNPACK
         gains little beyond that for a 224x224 MobileNet and it starves the decoder).
     top_k: how many results ``labelImage`` returns, best first.
@@ -59,7 +69,9 @@ class Config:
         ``Classifier.label`` (its rows split between them, ``native_jpeg``); 0 means
         the usable cores, capped at 4; 1 decodes in one piece. Calls come one at a
         time, so without it the other cores idle while a frame decodes.
-    mean, std: normalisation for float-input models, ``(x - mean) / std``.
+    mean, std: input normalisation ``(x - mean) / std``; unset (null) = the model's
+        metadata. A float-input model needs them from one or the other; a quantized
+        input maps pixels through them and its quantization (raw pixels without them).
     max_encoded_bytes: largest accepted encoded image (checked on the base64
         length before decoding it).
     max_pixels: largest accepted image in pixels (read from the header before decoding).
@@ -82,12 +94,17 @@ class Config:
         A frame whose signature is within it of the last frame the model ran on at
         the same call site gets that frame's answer. ``true``/``on`` = the default
         threshold the gate study picked (``pyai.gate.DEFAULT_THRESHOLD``).
+    reload_check_s: how often the plugin process checks its config file and the model
+        and labels files it names; a change loads the new model beside the old one and
+        swaps them (pyai/plugin/model_watch.py). 0 = never (a change then needs a restart).
     skip_unchanged_margin: the gate reuses an answer only if its top-1 score led the
         second by at least this much (near-ties flip on noise alone); 0 = always.
     """
 
     model: str = "tf2_mobilenet_v2_1.0_224_ptq.tflite"
-    labels: str = "imagenet_labels.txt"
+    labels: str = ""
+    label_locale: str = ""
+    scores: str = "auto"
     threads: int = 0
     top_k: int = 5
     min_confidence: float = 0.0
@@ -95,8 +112,8 @@ class Config:
     crop_mode: str = "stretch"
     crop_fraction: float = 0.875
     decode_threads: int = 0
-    mean: float = 127.5
-    std: float = 127.5
+    mean: Optional[float] = None
+    std: Optional[float] = None
     max_encoded_bytes: int = 16 * 1024 * 1024
     max_pixels: int = 50_000_000
     max_decode_ms: float = 2000.0
@@ -108,6 +125,7 @@ class Config:
     self_heal: bool = True
     skip_unchanged: float = 0.0
     skip_unchanged_margin: float = 0.3
+    reload_check_s: float = 0.25
 
     def __post_init__(self) -> None:
         self.skip_unchanged = _gate_threshold(self.skip_unchanged)
@@ -131,10 +149,16 @@ class Config:
             raise ModelError(f"config {exc}") from None
         if self.max_encoded_bytes < 1 or self.max_pixels < 1 or self.max_decode_ms <= 0:
             raise ModelError("config max_encoded_bytes, max_pixels and max_decode_ms must be > 0")
-        if self.std == 0:
-            raise ModelError("config std must not be 0")
+        if self.std is not None and not (math.isfinite(self.std) and self.std != 0):
+            raise ModelError("config std must be a non-zero number")
+        if self.mean is not None and not math.isfinite(self.mean):
+            raise ModelError("config mean must be a number")
+        if self.scores not in ("auto", "probability", "logits"):
+            raise ModelError("config scores must be auto, probability or logits")
         if not self.skip_unchanged >= 0:
             raise ModelError("config skip_unchanged must be >= 0 (0 = off), true or false")
+        if not self.reload_check_s >= 0:
+            raise ModelError("config reload_check_s must be >= 0 (0 = off)")
         if not 0 <= self.skip_unchanged_margin <= 1:
             raise ModelError("config skip_unchanged_margin must be between 0 and 1")
 
@@ -179,6 +203,10 @@ def _gate_threshold(value: Any) -> Any:
 
 def _coerce(type_name: Any, value: Any) -> Any:
     name = type_name if isinstance(type_name, str) else type_name.__name__
+    if name.startswith("Optional["):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+            return None
+        name = name[len("Optional["):-1]
     if name == "bool":
         if isinstance(value, bool):
             return value
@@ -241,6 +269,8 @@ def load_config(
     values.update({k: v for k, v in overrides.items() if v is not None})
     cfg = Config(**values)
     for name in ("model", "labels"):
+        if not getattr(cfg, name):
+            continue  # labels from the model's metadata
         p = Path(getattr(cfg, name)).expanduser()
         if not p.is_absolute():
             p = base / p

@@ -105,7 +105,9 @@ class Engine:
         self.batch_mode = "loop"
         if self.max_batch > 1 and resolve_batch_mode(requested, cfg.model, cfg.interpreter_threads) == "native":
             try:
-                self._batched = BatchedModel(cfg.model, cfg.interpreter_threads, self.max_batch)
+                # The classifier's bytes: the file may have been replaced since it loaded.
+                self._batched = BatchedModel(cfg.model, cfg.interpreter_threads, self.max_batch,
+                                             content=classifier.model.content)
                 self.batch_mode = "native"
             except ModelError as exc:
                 # Still correct, just one invoke per frame.

@@ -27,21 +27,29 @@ def _descending(n: int) -> np.ndarray:
 
 
 def load_labels(path: str, num_classes: int | None = None) -> List[str]:
-    """Read one label a line and pre-format them as ``"<index>:<name>"``."""
+    """Read a labels file (one label a line) as ``"<index>:<name>"``; see :func:`parse_labels`."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"cannot read labels {path}: {exc}") from None
+    return parse_labels(text, f"labels file {path}", num_classes)
+
+
+def parse_labels(text: str, source: str, num_classes: int | None = None) -> List[str]:
+    """One label a line, pre-formatted as ``"<index>:<name>"``.
+
+    A line count other than the model's class count is refused: with one label
+    too many or too few every answer would name the wrong class.
+    """
+    lines = text.splitlines()
     # Tolerate a trailing blank line but keep inner ones: they hold an index.
     while lines and not lines[-1].strip():
         lines.pop()
     names = [line.strip() for line in lines]
     if not names:
-        raise ModelError(f"labels file {path} is empty")
+        raise ModelError(f"{source} is empty")
     if num_classes is not None and len(names) != num_classes:
-        log.warning("labels file %s has %d lines, model has %d classes", path, len(names), num_classes)
-    if num_classes is not None and len(names) < num_classes:
-        names += [""] * (num_classes - len(names))
+        raise ModelError(f"{source} has {len(names)} labels, the model's output has {num_classes} classes")
     return [f"{i}:{name}" for i, name in enumerate(names)]
 
 

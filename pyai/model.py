@@ -59,13 +59,19 @@ class Model:
 
     def __init__(self, path: str, threads: int = 1, batch: int = 1, model_content: bytes | None = None):
         Interpreter, self.runtime = _interpreter_class()
-        if model_content is None and not os.path.isfile(path):
-            raise ModelError(f"model file not found: {path}")
+        if model_content is None:
+            # Read once: the interpreter and the metadata reader (pyai/model_card.py) see
+            # the same bytes even if the file is replaced meanwhile (a model change).
+            try:
+                with open(path, "rb") as f:
+                    model_content = f.read()
+            except FileNotFoundError:
+                raise ModelError(f"model file not found: {path}") from None
+            except OSError as exc:
+                raise ModelError(f"cannot read model {path}: {exc}") from None
+        self.content = model_content
         try:
-            if model_content is not None:
-                self._it = Interpreter(model_content=model_content, num_threads=threads)
-            else:
-                self._it = Interpreter(model_path=path, num_threads=threads)
+            self._it = Interpreter(model_content=model_content, num_threads=threads)
             self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load model {path}: {exc}") from None
@@ -74,14 +80,20 @@ class Model:
         inputs = self._it.get_input_details()
         outputs = self._it.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelError(f"expected a classifier with 1 input and 1 output, got {len(inputs)} and {len(outputs)}")
+            raise ModelError(f"pyai runs image classifiers (1 input, 1 output); {os.path.basename(path)} has "
+                             f"{len(inputs)} inputs and {len(outputs)} outputs (a detector or a multi-head model?)")
         inp, out = inputs[0], outputs[0]
+        out_shape = [int(x) for x in out["shape"]]
+        if len(out_shape) < 2 or sum(1 for d in out_shape[1:] if d != 1) > 1:
+            raise ModelError(f"expected a classifier output of shape [batch, classes], got {out_shape}")
         shape = [int(x) for x in inp["shape"]]
         if len(shape) != 4 or shape[3] != 3:
             raise ModelError(f"expected an NHWC RGB input, got shape {shape}")
         dtype = np.dtype(inp["dtype"])
         if dtype not in (np.uint8, np.int8, np.float32):
-            raise ModelError(f"unsupported input type {dtype}")
+            raise ModelError(f"unsupported input type {dtype} (uint8, int8 or float32)")
+        if np.dtype(out["dtype"]) not in (np.uint8, np.int8, np.float32):
+            raise ModelError(f"unsupported output type {np.dtype(out['dtype'])} (uint8, int8 or float32)")
         scale, zero_point = inp["quantization"]
         self.input = InputSpec(shape[0], shape[1], shape[2], dtype, float(scale), int(zero_point))
         self.num_classes = int(np.prod(out["shape"][1:]))

@@ -16,6 +16,7 @@ from PIL import Image
 
 from .classifier import Classifier
 from .labels import Result
+from .model_card import pixels_into
 
 
 def reference_label(clf: Classifier, data: bytes, k: int = 1) -> Result:
@@ -25,6 +26,6 @@ def reference_label(clf: Classifier, data: bytes, k: int = 1) -> Result:
     box = clf.crop.box(im.width, im.height, (w, h))
     arr = np.asarray(im.resize((w, h), Image.BILINEAR, box=box))
     with clf._lock:
-        clf.model.input_slot(0)[...] = arr
+        pixels_into(clf.card.norm, arr, clf.model.input_slot(0))
         raw = clf.model.run()[0]
         return clf.results(raw, k)

@@ -12,7 +12,8 @@ import json
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
 from ..errors import BadInput, PyaiError
 from ..source import b64decode, to_bytes
@@ -30,20 +31,29 @@ LOAD_WAIT_S = 120.0
 
 
 class ClassifierHolder:
-    """Loads the classifier once, on a thread of its own, and remembers why if it could not.
+    """Loads the classifier once, on a thread of its own, and remembers why if it could not;
+    replaces it with a new one (a model change) without a call seeing neither.
 
     The plugin answers eKuiper's handshake and ``start`` commands while the model
     loads (eKuiper 1.x gives the handshake 5 s, which a slow board can spend on
     imports and the model alone); a call that needs the classifier before it is
     ready waits for it instead of failing.
+
+    Calls hold the classifier they started with (:meth:`use`): :meth:`replace` hands
+    new calls the new one at once and returns only when every call on the old one
+    has answered, so from then on (the change is acknowledged) no answer comes from
+    the old model.
     """
 
     def __init__(self, factory: Callable[[], "Classifier"], background: bool = True):
         self.error: Optional[str] = None
         self.classifier: Optional["Classifier"] = None
         self.load_seconds: Optional[float] = None
+        self.generation = 0
         self._factory = factory
         self._ready = threading.Event()
+        self._calls = threading.Condition()
+        self._in_flight: Dict[int, int] = {}  # id(classifier) -> calls using it
         if background:
             threading.Thread(target=self._load, name="pyai-load", daemon=True).start()
         else:
@@ -70,6 +80,43 @@ class ClassifierHolder:
         if self.classifier is None:
             raise PyaiError(self.error or "pyai model not loaded")
         return self.classifier
+
+    @contextmanager
+    def use(self) -> Iterator["Classifier"]:
+        """The current classifier, counted as in use until the block ends."""
+        self.get()
+        with self._calls:
+            clf = self.get()
+            self._in_flight[id(clf)] = self._in_flight.get(id(clf), 0) + 1
+        try:
+            yield clf
+        finally:
+            with self._calls:
+                left = self._in_flight[id(clf)] - 1
+                if left:
+                    self._in_flight[id(clf)] = left
+                else:
+                    del self._in_flight[id(clf)]
+                    self._calls.notify_all()
+
+    def replace(self, new: "Classifier", drain_s: float = LOAD_WAIT_S) -> Optional["Classifier"]:
+        """Serve ``new`` from now on; returns once the calls on the old one have answered
+        (at most ``drain_s``), after closing it (its engine finishes what it accepted)."""
+        with self._calls:
+            old, self.classifier = self.classifier, new
+            self.error = None
+            self.generation += 1
+            self._ready.set()
+            if old is not None:
+                self._calls.wait_for(lambda: id(old) not in self._in_flight, drain_s)
+        if old is not None:
+            old.close()
+        return old
+
+    def failed(self, reason: str) -> None:
+        """A model change that could not load: the current classifier (if any) goes on."""
+        if self.classifier is None:
+            self.error = reason
 
 
 def _frame_bytes(clf: "Classifier", arg: Any) -> bytes | memoryview:
@@ -116,10 +163,10 @@ class LabelImage:
     def exec(self, args: List[Any], meta: Any = None) -> Any:
         if not 1 <= len(args) <= 3:
             raise BadInput(f"labelImage takes 1 to 3 arguments, got {len(args)}")
-        clf = self.holder.get()
         k = _int_arg(args[1], "topK") if len(args) > 1 else None
         min_conf = _float_arg(args[2], "minConfidence") if len(args) > 2 else None
-        return clf.label_bytes(_frame_bytes(clf, args[0]), _site(meta), top_k=k, min_confidence=min_conf)
+        with self.holder.use() as clf:
+            return clf.label_bytes(_frame_bytes(clf, args[0]), _site(meta), top_k=k, min_confidence=min_conf)
 
 
 class LabelImages:
@@ -146,7 +193,10 @@ class LabelImages:
             frames = [frames]
         if not isinstance(frames, list):
             raise BadInput("labelImages expects the list of a window's images")
-        clf = self.holder.get()
+        with self.holder.use() as clf:
+            return self._label(clf, frames, meta)
+
+    def _label(self, clf: "Classifier", frames: List[Any], meta: Any) -> List[Any]:
         out: List[Any] = []
         good: List[int] = []
         data = []
@@ -198,7 +248,7 @@ class PyaiStats:
     def exec(self, args: List[Any]) -> Any:
         clf = self.holder.get()
         # clf.stats() does not start the engine: {} until labelImages has run.
-        out = {"model": clf.describe(), "engine": clf.stats()}
+        out = {"model": clf.describe(), "engine": clf.stats(), "model_generation": self.holder.generation}
         if clf.gate is not None:
             out["gate"] = clf.gate_stats()
         if clf.splitter is not None:

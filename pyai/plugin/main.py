@@ -103,6 +103,7 @@ class Plugin:
         threading.Thread(target=self._when_ready, args=(holder, lock, guardian), name="pyai-ready", daemon=True).start()
         info = self._process_info(guardian)
         runtime.factories = build_functions(holder, info)
+        self._watch_model(holder, config)
 
         signal.signal(signal.SIGTERM, lambda *_: runtime.shutdown("SIGTERM"))
         identity = folder_identity(self.executable)
@@ -141,6 +142,29 @@ class Plugin:
             return Classifier(config)
 
         return factory
+
+    def _watch_model(self, holder: Any, config: Any) -> None:
+        """Model changes by config edit (pyai/plugin/model_watch.py), once the first load ended."""
+        from ..config import Config
+        from .model_watch import ModelWatch
+
+        interval = config.reload_check_s if config is not None else Config.reload_check_s
+        if interval <= 0:
+            return
+
+        def build(cfg: Any) -> Any:
+            from ..classifier import Classifier
+
+            return Classifier(cfg)
+
+        watch = ModelWatch(self.folder, holder, build, config, interval, lambda: self.runtime.ended is not None)
+
+        def start() -> None:
+            holder.wait()
+            watch.write_status()
+            watch.start()
+
+        threading.Thread(target=start, name="pyai-watch-start", daemon=True).start()
 
     def _when_ready(self, holder: Any, lock: Any, guardian: Any) -> None:
         holder.wait()

@@ -20,6 +20,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
+from tests.ekuiper import model_change
 from tests.ekuiper.common import (RULE_SQL, STREAM_SQL, fail, label_one, mqtt_action, png_header_only,
                                   rule_running, wait_exception, wait_first)
 from tests.ekuiper.conftest import (PHOTOS, VERSIONS, WORKAROUND_ENV, start_host, venv_has_requirements,
@@ -222,6 +223,32 @@ def test_two_rules_at_once(live, images: Dict[str, bytes], expected_top1: Dict[s
     for topic in (topic_a, topic_b):
         got = [mqtt.get_json(topic, 30) for _ in PHOTOS[:5]]
         assert got == [{"label": expected_top1[n]} for n in PHOTOS[:5]], f"{topic}: {got}"
+
+
+def test_model_change_while_a_camera_streams(live, images: Dict[str, bytes], models_dir: Path) -> None:
+    """pyai_config.json rewritten to another model while a 30 fps camera streams, then back:
+    the plugin swaps models in place (no restart, no reinstall); only frames in flight may
+    be lost or answered by the model being replaced, never one after it (docs/own-model.md)."""
+    host, mqtt = live
+    _, topic = host.rule(RULE_SQL, "change")
+    mqtt.subscribe(topic)
+    wait_first(host.kuiperd, mqtt, topic, images[CAT])
+    run = model_change.stream_through_changes(host.kuiperd, mqtt, "tfdemo", topic, images[CAT], models_dir)
+    print("\n" + run.summary(host.version))
+    model_change.save(run, host.version)
+    models = [model_change.model_of(label) for label in run.labels]
+    switches = [m for i, m in enumerate(models) if i == 0 or m != models[i - 1]]
+    assert switches == ["a", "b", "a"], f"{host.version}: answers by model, in order: {switches}"
+    # Frames are labelled and answered in order, and the i-th answer is of frame i or a
+    # later one (if a frame was lost): so the old model's last answer must be of a frame
+    # sent before the change was acknowledged; no frame sent after it may get the old model.
+    first_new = [models.index("b"), models.index("a", models.index("b"))]
+    for change, i in zip(run.changes, first_new):
+        sent = model_change.sent_before(run, change.acknowledged)
+        assert i <= sent, (f"{host.version}: the old model answered {i} frames, only {sent} were sent before "
+                           "the change was acknowledged")
+    in_flight = 2
+    assert run.published - run.answered <= in_flight, run.summary(host.version)
 
 
 def test_kill9_heals_every_function(live, images: Dict[str, bytes], expected_top1: Dict[str, str]) -> None:
