@@ -9,20 +9,25 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Iterable, List, Tuple
 
 import numpy as np
 
+from .batching import BatchedModel, BatchRewriteError
 from .config import Config, load_config
 from .crop import Box, Crop
 from .decode import Header, Limits, check, decode, inspect, jpeg_splitter
 from .gate import Gate, Plan, jpeg_signature, margin, signature, source_box, walker_available, walker_stats
 from .labels import Result, load_labels, top_k
+from .merge import merge_scores
 from .model import Model
 from .resize import resize_into
 from .source import ImageInput, to_bytes
 
+
+log = logging.getLogger(__name__)
 
 # The call site of API callers that do not name one.
 DEFAULT_SITE = "api"
@@ -60,6 +65,8 @@ class Classifier:
         self._margin_scale = 1.0 if self.model.output_dtype == np.float32 else self.model.output_scale
         # The DC walk runs instead of the split decoder, on the same cores.
         self._walk_threads = max(1, cfg.jpeg_decode_threads)
+        # crop_mode=squares: the batch-rewritten model its squares run on, made on first use.
+        self._views_model: Any = None
         self.warm_up()
 
     def warm_up(self) -> None:
@@ -111,10 +118,26 @@ class Classifier:
         region = (self.crop if crop is None else crop).box(width, height, self.model.input_size)
         return source_box(width, height, region)
 
-    def fill(self, frame: np.ndarray, slot: np.ndarray, crop: Crop | None = None) -> None:
-        """Stage 3: resize ``frame``'s crop region (``crop``, default the config's)
-        straight into ``slot`` (a view of an input tensor)."""
-        resize_into(frame, slot, mean=self.config.mean, std=self.config.std, box=self.crop_box(frame, crop))
+    def fill(self, frame: np.ndarray, slot: np.ndarray, crop: Crop | None = None, box: Box | None = None) -> None:
+        """Stage 3: resize ``frame``'s crop region (``crop``, default the config's;
+        or ``box``, one of its views) straight into ``slot`` (a view of an input tensor)."""
+        crop = self.crop if crop is None else crop
+        cfg = self.config
+        if box is None:
+            box = self.crop_box(frame, crop)
+        place = crop.placement(frame.shape[1], frame.shape[0], self.model.input_size)
+        if place is None:
+            resize_into(frame, slot, mean=cfg.mean, std=cfg.std, box=box)
+            return
+        # Letterbox: mid-grey (what the model's normalisation maps to about 0) around the region.
+        slot[...] = 128 if slot.dtype == np.uint8 else 0 if slot.dtype == np.int8 else (128 - cfg.mean) / cfg.std
+        x0, y0, w, h = place
+        if w == slot.shape[1]:  # whole rows: a contiguous view of the slot
+            resize_into(frame, slot[y0:y0 + h], mean=cfg.mean, std=cfg.std, box=box)
+        else:
+            part = np.empty((h, w, 3), slot.dtype)
+            resize_into(frame, part, mean=cfg.mean, std=cfg.std, box=box)
+            slot[y0:y0 + h, x0:x0 + w] = part
 
     def results(self, raw: np.ndarray, k: int | None = None, min_confidence: float | None = None) -> Result:
         """Stage 5: one row of raw scores -> top-k list."""
@@ -223,10 +246,51 @@ class Classifier:
     ) -> Result:
         """Top-k labels of one decoded RGB frame (any size), of its ``crop`` region
         (default the config's)."""
+        crop = self.crop if crop is None else crop
+        if crop.mode == "squares":
+            views = crop.views(frame.shape[1], frame.shape[0], self.model.input_size)
+            if len(views) > 1:
+                return self._label_views(frame, views, crop, top_k, min_confidence)
         with self._lock:
             self.fill(frame, self.model.input_slot(0), crop)
             raw = self.model.run()[0]
             return self.results(raw, top_k, min_confidence)
+
+    def _label_views(self, frame: np.ndarray, views: List[Box | None], crop: Crop, k: int | None,
+                     min_confidence: float | None) -> Result:
+        """Top-k labels of several views of one frame, run as one batch, scores merged (crop_merge)."""
+        n = len(views)
+        with self._lock:
+            batched = self._batched_views(n)
+            if batched is not None:
+                batched.set_batch(n)
+                for i, box in enumerate(views):
+                    self.fill(frame, batched.input_slot(i), crop, box)
+                probs = batched.dequantize(batched.run())
+            else:  # no batch rewrite for this model: one invoke per view
+                rows = []
+                for box in views:
+                    self.fill(frame, self.model.input_slot(0), crop, box)
+                    rows.append(self.model.dequantize(self.model.run()[0]))
+                probs = np.stack(rows)
+        merged = merge_scores(probs, self.config.crop_merge)
+        return top_k(merged, self.labels, self.config.top_k if k is None else k, 1.0, 0,
+                     self.config.min_confidence if min_confidence is None else min_confidence)
+
+    def _batched_views(self, n: int) -> Any:
+        """The model rewritten to a batch of at least ``n`` (pyai/batching.py), or None when
+        ``batch_mode`` is loop or the model cannot be rewritten (called under ``_lock``)."""
+        if self.config.batch_mode == "loop" or self._views_model is False:
+            return None
+        if self._views_model is None or self._views_model.max_batch < n:
+            try:
+                self._views_model = BatchedModel(self.config.model, self.config.interpreter_threads,
+                                                 max(n, self.config.crop_squares))
+            except BatchRewriteError as exc:
+                log.warning("pyai: squares run one invoke each: %s", exc)
+                self._views_model = False
+                return None
+        return self._views_model
 
     # -- many frames: the batching engine ------------------------------------------
 

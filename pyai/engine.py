@@ -113,6 +113,9 @@ class Engine:
         # Waiting for more frames only pays when they share one invoke.
         self._delay = delay_ms / 1000.0 if self._batched is not None else 0.0
 
+        # crop_mode=squares: each frame is decoded and run as a batch of its squares by
+        # the inference thread (Classifier.label_frame), one frame after the other.
+        self._views = classifier.crop.mode == "squares"
         spec = classifier.model.input
         # Enough for a full batch being copied in, the next one filling, and every decoder busy.
         self._slots = np.zeros((2 * self.max_batch + self.workers, spec.height, spec.width, 3), dtype=spec.dtype)
@@ -157,7 +160,8 @@ class Engine:
         with self._lock:
             if self._closed:
                 raise ClosedError("pyai engine is closed: it accepts no more frames (create a new Classifier)")
-            direct = self._unfinished == 0
+            # Several views of one frame (crop_mode=squares) are one batch already.
+            direct = self._unfinished == 0 or self._views
             job = _Job(image, top_k, min_confidence, direct)
             self._unfinished += 1
             # Enqueued under the lock so no job can land behind close()'s stop markers.
@@ -178,7 +182,7 @@ class Engine:
         path: they are decoded in parallel and then share batches.
         """
         images = list(images)
-        if len(images) < 2:
+        if len(images) < 2 or self._views:
             return [self.submit(image, top_k, min_confidence) for image in images]
         with self._lock:
             if self._closed:
@@ -415,13 +419,18 @@ class Engine:
             frame = clf.decode(job.image, reuse=True, split=True)
             job.image = None
             t_decoded = _now()
-            with clf._lock:
-                t1 = _now()
-                clf.fill(frame, model.input_slot(0))
-                t2 = _now()
-                raw = model.run()[0]
+            if self._views:  # its squares' resizes and their batch, under the classifier's lock
+                t1 = t2 = t_decoded
+                result = clf.label_frame(frame, job.top_k, job.min_confidence)
                 t3 = _now()
-                result = clf.results(raw, job.top_k, job.min_confidence)
+            else:
+                with clf._lock:
+                    t1 = _now()
+                    clf.fill(frame, model.input_slot(0))
+                    t2 = _now()
+                    raw = model.run()[0]
+                    t3 = _now()
+                    result = clf.results(raw, job.top_k, job.min_confidence)
         except Exception as exc:  # noqa: BLE001 - the inference thread must survive anything
             self._fail(job, exc)
             return
