@@ -198,8 +198,7 @@ class Classifier:
                     return self.results(scores, top_k, min_confidence)
                 frame = self.decode_bytes(data, reuse=True, split=True, crop=crop, header=header)
                 with self._lock:
-                    self.fill(frame, self.model.input_slot(0), crop)
-                    raw = self.model.run()[0]
+                    raw = self.infer(frame, crop)
                     gate.store(plan, raw, margin(raw, self._margin_scale))
                     return self.results(raw, top_k, min_confidence)
         frame = self.decode_bytes(data, reuse=True, split=True, crop=crop, header=header)
@@ -236,7 +235,7 @@ class Classifier:
             # The tensor is of the crop region, so a different crop is a different frame.
             plan, scores = gate.consult(site, "tensor", lambda ref, thr: signature(tensor, self._signature_scale))
             if scores is None:
-                scores = model.run()[0]
+                scores = self.infer(frame, crop, filled=True)
                 gate.store(plan, scores, margin(scores, self._margin_scale))
             return self.results(scores, top_k, min_confidence)
 
@@ -246,36 +245,42 @@ class Classifier:
     ) -> Result:
         """Top-k labels of one decoded RGB frame (any size), of its ``crop`` region
         (default the config's)."""
-        crop = self.crop if crop is None else crop
-        if crop.mode == "squares":
-            views = crop.views(frame.shape[1], frame.shape[0], self.model.input_size)
-            if len(views) > 1:
-                return self._label_views(frame, views, crop, top_k, min_confidence)
         with self._lock:
-            self.fill(frame, self.model.input_slot(0), crop)
-            raw = self.model.run()[0]
-            return self.results(raw, top_k, min_confidence)
+            return self.results(self.infer(frame, crop), top_k, min_confidence)
 
-    def _label_views(self, frame: np.ndarray, views: List[Box | None], crop: Crop, k: int | None,
-                     min_confidence: float | None) -> Result:
-        """Top-k labels of several views of one frame, run as one batch, scores merged (crop_merge)."""
-        n = len(views)
-        with self._lock:
-            batched = self._batched_views(n)
-            if batched is not None:
-                batched.set_batch(n)
-                for i, box in enumerate(views):
-                    self.fill(frame, batched.input_slot(i), crop, box)
-                probs = batched.dequantize(batched.run())
-            else:  # no batch rewrite for this model: one invoke per view
-                rows = []
-                for box in views:
-                    self.fill(frame, self.model.input_slot(0), crop, box)
-                    rows.append(self.model.dequantize(self.model.run()[0]))
-                probs = np.stack(rows)
+    def infer(self, frame: np.ndarray, crop: Crop | None = None, filled: bool = False) -> np.ndarray:
+        """Stages 3-4 under ``_lock``: one row of raw scores for ``frame`` (``crop``, default
+        the config's). Several views (``crop_mode=squares``) run as one batch and their
+        merged probabilities come back in the output's raw units (float). ``filled``:
+        a lone view is already in the input tensor."""
+        crop = self.crop if crop is None else crop
+        views = crop.views(frame.shape[1], frame.shape[0], self.model.input_size)
+        if len(views) == 1:
+            if not filled:
+                self.fill(frame, self.model.input_slot(0), crop, views[0])
+            return self.model.run()[0]
+        return self._infer_views(frame, views, crop)
+
+    def _infer_views(self, frame: np.ndarray, views: List[Box | None], crop: Crop) -> np.ndarray:
+        """Several views of one frame run as one batch, their probabilities merged
+        (crop_merge), in the output's raw units (see ``infer``)."""
+        model = self.model
+        batched = self._batched_views(len(views))
+        if batched is not None:
+            batched.set_batch(len(views))
+            for i, box in enumerate(views):
+                self.fill(frame, batched.input_slot(i), crop, box)
+            probs = batched.dequantize(batched.run())
+        else:  # no batch rewrite for this model: one invoke per view
+            rows = []
+            for box in views:
+                self.fill(frame, model.input_slot(0), crop, box)
+                rows.append(model.dequantize(model.run()[0]))
+            probs = np.stack(rows)
         merged = merge_scores(probs, self.config.crop_merge)
-        return top_k(merged, self.labels, self.config.top_k if k is None else k, 1.0, 0,
-                     self.config.min_confidence if min_confidence is None else min_confidence)
+        if model.output_dtype == np.float32:
+            return merged
+        return merged / model.output_scale + model.output_zero_point
 
     def _batched_views(self, n: int) -> Any:
         """The model rewritten to a batch of at least ``n`` (pyai/batching.py), or None when
@@ -285,7 +290,7 @@ class Classifier:
         if self._views_model is None or self._views_model.max_batch < n:
             try:
                 self._views_model = BatchedModel(self.config.model, self.config.interpreter_threads,
-                                                 max(n, self.config.crop_squares))
+                                                 max(n, self.config.crop_squares + self.config.crop_whole))
             except BatchRewriteError as exc:
                 log.warning("pyai: squares run one invoke each: %s", exc)
                 self._views_model = False

@@ -60,7 +60,10 @@ class Config:
         without squashing it and pads the rest with mid-grey; "squares" runs
         crop_squares input-aspect squares spread along the frame's long side as one
         batch and merges their scores (crop_merge). See docs/accuracy.md.
-    crop_squares: how many squares ``crop_mode=squares`` splits a frame into (1-4).
+    crop_squares: how many squares ``crop_mode=squares`` splits a frame into (1-4;
+        1 is the centre square).
+    crop_whole: ``crop_mode=squares`` also runs the whole frame (its centre
+        crop_fraction), stretched to the input, as one more view of the batch.
     crop_merge: how the squares' scores become one answer: "mean" (of the
         probabilities), "max" (of each class) or "confident" (the square whose
         top class is the most confident); pyai/merge.py.
@@ -104,6 +107,7 @@ class Config:
     crop_mode: str = "stretch"
     crop_fraction: float = 0.875
     crop_squares: int = 2
+    crop_whole: bool = False
     crop_merge: str = "mean"
     decode_threads: int = 0
     mean: float = 127.5
@@ -142,9 +146,6 @@ class Config:
             raise ModelError(f"config {exc}") from None
         if self.crop_merge not in MERGES:
             raise ModelError(f"config crop_merge must be one of {', '.join(MERGES)}")
-        if self.skip_unchanged > 0 and self.crop_mode == "squares":
-            # The gate compares and stores one tensor per frame; squares run several.
-            raise ModelError("config skip_unchanged does not work with crop_mode squares yet")
         if self.max_encoded_bytes < 1 or self.max_pixels < 1 or self.max_decode_ms <= 0:
             raise ModelError("config max_encoded_bytes, max_pixels and max_decode_ms must be > 0")
         if self.std == 0:
@@ -165,7 +166,7 @@ class Config:
     @property
     def crop(self) -> Crop:
         """The region of each frame the model sees (``crop_mode``, ``crop_fraction``)."""
-        return Crop(self.crop_mode, self.crop_fraction, self.crop_squares)
+        return Crop(self.crop_mode, self.crop_fraction, self.crop_squares, self.crop_whole)
 
     def decode_size(self, input_size: Tuple[int, int]) -> Tuple[int, int]:
         """(width, height) a decoded frame must cover for a model input of ``input_size``:

@@ -23,6 +23,9 @@ scale of the filter's windows, no copy). Two modes:
   of the frame's long side to the other and run as one batch; their scores
   are merged (pyai/merge.py). Two squares of a 16:9 frame overlap by 22% of
   its width, three by 61%; together they cover the whole frame, unsquashed.
+  One square is the centre square; with ``whole`` the centre ``fraction`` of
+  the whole frame, stretched as in ``stretch``, is one more view: the centre
+  square sharp and unsquashed, the sides still seen.
 
 Because the region is a fraction of the frame, it is the same region of the
 source whatever DCT scale the JPEG decoder picks; :meth:`Crop.decode_size`
@@ -55,6 +58,8 @@ class Crop:
     fraction: float = 1.0
     #: How many squares a frame is split into (``squares`` mode only).
     squares: int = 2
+    #: ``squares`` mode: the whole frame (its centre ``fraction``), stretched, is one more view.
+    whole: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -84,20 +89,30 @@ class Crop:
     def box(self, width: int, height: int, input_size: Tuple[int, int]) -> Optional[Box]:
         """The region of a ``width`` x ``height`` frame as (x0, y0, x1, y1) in its
         pixels, or None for the whole frame (the resize's fast default)."""
-        if self.whole_frame or (self.mode in ("letterbox", "squares") and self.fraction == 1.0):
+        if self.whole_frame or (self.mode == "letterbox" and self.fraction == 1.0):
             return None
-        if self.mode == "squares":
+        if self.mode == "squares":  # the box around every view
             views = self.views(width, height, input_size)
-            return views[0][0], views[0][1], views[-1][2], views[-1][3]  # type: ignore[index]
+            x0, y0 = min(v[0] for v in views), min(v[1] for v in views)  # type: ignore[index]
+            x1, y1 = max(v[2] for v in views), max(v[3] for v in views)  # type: ignore[index]
+            return None if (x0, y0, x1, y1) == (0.0, 0.0, width, height) else (x0, y0, x1, y1)
         fw, fh = self.side_fractions(width, height, input_size)
         return _centred(width, height, width / 2.0, height / 2.0, width * fw, height * fh)
 
     def views(self, width: int, height: int, input_size: Tuple[int, int]) -> List[Optional[Box]]:
         """The region of each input the frame is run as: one (``box``) except in
         ``squares`` mode, where it is ``squares`` boxes along the long side, first to
-        last (one when the frame already has the input's aspect)."""
+        last (one when the frame already has the input's aspect), then with ``whole``
+        the stretched frame's."""
         if self.mode != "squares":
             return [self.box(width, height, input_size)]
+        out = self._squares(width, height, input_size)
+        if self.whole:
+            out.append(_centred(width, height, width / 2.0, height / 2.0, width * self.fraction,
+                                height * self.fraction))
+        return out
+
+    def _squares(self, width: int, height: int, input_size: Tuple[int, int]) -> List[Optional[Box]]:
         afw, afh = Crop("aspect").side_fractions(width, height, input_size)
         aw, ah = width * afw, height * afh  # the centre square (input-aspect region) at fraction 1
         spare_w, spare_h = width - aw, height - ah
@@ -129,6 +144,8 @@ class Crop:
         """(width, height) a decoded ``width`` x ``height`` source must at least have
         so that its region covers ``oversample`` times ``input_size``."""
         fw, fh = self.side_fractions(width, height, input_size)
+        if self.whole and self.mode == "squares":  # the squares need more than the stretched frame
+            fw, fh = min(fw, self.fraction), min(fh, self.fraction)
         place = self.placement(width, height, input_size)
         in_w, in_h = input_size if place is None else place[2:]
         # A hair below the exact quotient absorbs float error in the fractions
