@@ -104,10 +104,12 @@ class Config:
     top_k: int = 5
     min_confidence: float = 0.0
     decode_oversample: float = 1.1
-    crop_mode: str = "stretch"
-    crop_fraction: float = 0.875
-    crop_squares: int = 2
-    crop_whole: bool = False
+    # The centre square and the whole frame, one batch of two, probabilities averaged:
+    # docs/accuracy.md (camera frames) for why.
+    crop_mode: str = "squares"
+    crop_fraction: float = 1.0
+    crop_squares: int = 1
+    crop_whole: bool = True
     crop_merge: str = "mean"
     decode_threads: int = 0
     mean: float = 127.5
