@@ -57,9 +57,9 @@ class Crop:
     mode: str = "stretch"
     fraction: float = 1.0
     #: How many squares a frame is split into (``squares`` mode only).
-    squares: int = 2
+    squares: int = 1
     #: ``squares`` mode: the whole frame (its centre ``fraction``), stretched, is one more view.
-    whole: bool = False
+    whole: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
