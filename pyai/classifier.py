@@ -277,7 +277,13 @@ class Classifier:
                 self.fill(frame, model.input_slot(0), crop, box)
                 rows.append(model.dequantize(model.run()[0]))
             probs = np.stack(rows)
+        return self.merge_views(probs)
+
+    def merge_views(self, probs: np.ndarray) -> np.ndarray:
+        """The (views, classes) probabilities of one frame's views merged (crop_merge),
+        in the output's raw units (what ``results`` and the gate's margin take)."""
         merged = merge_scores(probs, self.config.crop_merge)
+        model = self.model
         if model.output_dtype == np.float32:
             return merged
         return merged / model.output_scale + model.output_zero_point
