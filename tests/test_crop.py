@@ -82,7 +82,8 @@ def test_views_of_a_16_9_frame():
     # A tall frame: squares from top to bottom.
     assert Crop("squares", 1.0, 2, False).views(270, 480, sq) == [(0.0, 0.0, 270.0, 270.0), (0.0, 210.0, 270.0, 480.0)]
     # A fraction shrinks each view around its own centre.
-    assert Crop("squares", 0.5, 1, True).views(480, 270, sq) == [(172.5, 67.5, 307.5, 202.5), (120.0, 67.5, 360.0, 202.5)]
+    assert Crop("squares", 0.5, 1, True).views(480, 270, sq) == [(172.5, 67.5, 307.5, 202.5),
+                                                                 (120.0, 67.5, 360.0, 202.5)]
     for mode in ("stretch", "aspect", "letterbox"):
         assert Crop(mode, 0.875).views(480, 270, sq) == [Crop(mode, 0.875).box(480, 270, sq)]
 

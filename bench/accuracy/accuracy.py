@@ -28,8 +28,10 @@ crops, resizes and merges:
   the held-out half: a bootstrap 95% interval.
 
 The timing part takes /tmp/pyai-host.lock and /tmp/pyai-timing.lock itself
-(it starts a stand-in host) and runs at the priority the bench was started
-with; the accuracy part before it runs ``nice`` +10 (``--no-nice`` to keep it).
+(it starts a stand-in host; ``--timing in-process`` times ``Classifier.label_bytes``
+in this process instead and takes the timing lock alone) and runs at the
+priority the bench was started with; the accuracy part before it runs
+``nice`` +10 (``--no-nice`` to keep it).
 
 Prints a table and writes ``bench/results/<arch>-accuracy.json`` and a chart
 of top-1 on camera frames against ms per frame (``<arch>-accuracy.png``).
@@ -94,7 +96,7 @@ SCENE_HEIGHTS = (0.35, 0.9)
 SCENE_GREY = 128
 JPEG_QUALITY = 90
 VARIANTS = ("photos", "cut16x9", "scene")
-LOCKS = ("/tmp/pyai-host.lock", "/tmp/pyai-timing.lock")
+HOST_LOCK, TIMING_LOCK = "/tmp/pyai-host.lock", "/tmp/pyai-timing.lock"
 
 
 @dataclass(frozen=True)
@@ -284,12 +286,12 @@ def split_scores(ev: Dict[str, Any], mask: np.ndarray) -> Dict[str, Dict[str, fl
 
 
 @contextlib.contextmanager
-def timing_locks(restore_nice: Optional[int]) -> Iterator[None]:
-    """The machine's host and timing locks (as ``flock`` takes them), at the bench's
-    starting priority when ``restore_nice`` says what it was."""
+def timing_locks(paths: Sequence[str], restore_nice: Optional[int]) -> Iterator[None]:
+    """The machine's ``paths`` locks (as ``flock`` takes them), at the bench's starting
+    priority when ``restore_nice`` says what it was."""
     files = []
     try:
-        for path in LOCKS:
+        for path in paths:
             f = open(path, "a")  # noqa: SIM115 - held until the timing is done
             log.info("waiting for %s ...", path)
             fcntl.flock(f, fcntl.LOCK_EX)
@@ -329,6 +331,28 @@ def time_rows(env: Any, rows: List[Tuple[str, Choice]], calls: int, rounds: int,
     return samples
 
 
+def time_rows_in_process(rows: List[Tuple[str, Choice]], calls: int, rounds: int) -> Dict[int, List[List[float]]]:
+    """Per-frame seconds of the 720p frame labelled in this process (``Classifier.label_bytes``
+    as ``labelImage`` calls it: decode, views, invoke, merge, top-k; no IPC), for every
+    row and round (a fresh classifier per row and round, rows in a rotating order)."""
+    from pyai import Classifier, Config
+
+    data = benchlib.frame_bytes()["720p"]
+    samples: Dict[int, List[List[float]]] = {i: [] for i in range(len(rows))}
+    per_round = max(1, calls // rounds)
+    for r in range(rounds):
+        order = list(range(len(rows)))
+        order = order[r % len(order):] + order[:r % len(order)]
+        for i in order:
+            model, choice = rows[i]
+            cfg = Config(model=str(benchlib.MODELS / model), labels=str(benchlib.MODELS / benchlib.LABELS),
+                         **choice.config())
+            with Classifier(cfg) as clf:
+                samples[i].append(benchlib.time_calls(lambda: clf.label_bytes(data), per_round, warmup=20))
+        log.info("  timing round %s/%s done", r + 1, rounds)
+    return samples
+
+
 def p50_ms(xs: Sequence[float]) -> float:
     return benchlib.summarize(xs)["p50"]
 
@@ -361,7 +385,8 @@ def pct(x: float) -> str:
 def print_table(res: Dict[str, Any]) -> None:
     n, held = res["photos"], res["held_out_photos"]
     print(f"\n{n} labelled photos ({res['samples_folder_name']}), {held} held out (seed {SPLIT_SEED}); "
-          f"720p p50 through the protocol, {res['settings']['calls']} calls in {res['settings']['rounds']} rounds; "
+          f"720p p50 ({res['settings']['timing']}), {res['settings']['calls']} calls in "
+          f"{res['settings']['rounds']} rounds; "
           f"CPU {res['machine']['cpu']}")
     for split in ("tune", "held"):
         print(f"\n-- {'tuning half (choose here)' if split == 'tune' else 'held-out half (the check)'}: "
@@ -412,7 +437,7 @@ def write_chart(res: Dict[str, Any], path: Path) -> str:
             if r.get("default") or r.get("baseline"):
                 ax.scatter([r["p50_ms"]], [y], s=260, facecolors="none",
                            edgecolors="k" if r.get("default") else "grey", linewidths=1.5)
-        ax.set_xlabel("720p frame through the plugin protocol, p50 ms")
+        ax.set_xlabel(f"720p frame, p50 ms ({res['settings']['timing']})")
         ax.set_ylabel(f"top-1 % on the {title} (held-out {res['held_out_photos']})")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=6, loc="lower right", ncol=2)
@@ -434,6 +459,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--duel-rounds", type=int, default=8,
                     help="rounds of today's vs the shipped default head to head (default 8, 150 calls each)")
     ap.add_argument("--no-timing", action="store_true", help="accuracy only (no plugin install, no ms)")
+    ap.add_argument("--timing", choices=("protocol", "in-process"), default="protocol",
+                    help="720p cost through the plugin protocol (a stand-in host: takes the host lock too) or of "
+                         "Classifier.label_bytes in this process (the timing lock alone)")
     ap.add_argument("--no-nice", action="store_true", help="do not lower the accuracy part's priority")
     ap.add_argument("--models", help="comma-separated model files (default: every pinned model)")
     ap.add_argument("--python", help="run the plugin with this interpreter instead of installing it (see report.py)")
@@ -480,9 +508,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     calls = args.calls or (60 if args.quick else 240)
     timings: Dict[int, List[List[float]]] = {}
     duel: Dict[str, Any] = {}
-    if not args.no_timing:
+    restore = None if args.no_nice else start_nice
+    if not args.no_timing and args.timing == "in-process":
+        with timing_locks([TIMING_LOCK], restore):
+            log.info("720p per-frame cost in process: %s rows x %s calls ...", len(rows_spec), calls)
+            timings = time_rows_in_process(rows_spec, calls, max(1, args.rounds))
+            if shipped in rows_spec and shipped != BASELINE and args.duel_rounds > 0:
+                log.info("today's vs the shipped default, %s rounds x 150 calls each ...", args.duel_rounds)
+                d = time_rows_in_process([BASELINE, shipped], 150 * args.duel_rounds, args.duel_rounds)
+                duel = head_to_head(d[1], d[0])
+    elif not args.no_timing:
         with tempfile.TemporaryDirectory(prefix="pyai-accuracy-") as tmp, \
-                timing_locks(None if args.no_nice else start_nice):
+                timing_locks([HOST_LOCK, TIMING_LOCK], restore):
             env = benchlib.prepare_env(Path(tmp), [args.python] if args.python else None, log=log.info)
             log.info("720p per-frame timing through the protocol: %s rows x %s calls ...", len(rows_spec), calls)
             timings = time_rows(env, rows_spec, calls, max(1, args.rounds), benchlib.host_timeout_s(False))
@@ -523,6 +560,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "photos": len(photos),
         "held_out_photos": int(mask.sum()),
         "settings": {"calls": calls if timings else 0, "rounds": args.rounds, "bootstrap": BOOTSTRAP,
+                     "timing": None if args.no_timing else args.timing,
                      "frame": benchlib.FRAMES["720p"], "split_seed": SPLIT_SEED, "scene_seed": SCENE_SEED,
                      "scene": {"size": SCENE_SIZE, "photo_height": SCENE_HEIGHTS, "grey": SCENE_GREY},
                      "jpeg_quality": JPEG_QUALITY, "baseline": [BASELINE[0], BASELINE[1].config()],
