@@ -59,7 +59,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -308,49 +308,52 @@ def timing_locks(paths: Sequence[str], restore_nice: Optional[int]) -> Iterator[
             f.close()
 
 
-def time_rows(env: Any, rows: List[Tuple[str, Choice]], calls: int, rounds: int,
-              timeout: float) -> Dict[int, List[List[float]]]:
-    """Per-frame seconds of the 720p frame for every row and round (one plugin session
-    per row and round, rows in a rotating order each round)."""
-    payload = benchlib.exec_request(benchlib.frame_bytes()["720p"])
-    base = env.specs["pyai"]
+def interleaved(rows: List[Tuple[str, Choice]], calls: int, rounds: int,
+                measure: Callable[[int, str, Choice, int], List[float]]) -> Dict[int, List[List[float]]]:
+    """``measure(i, model, choice, n)``'s per-frame seconds for every row and round, rows
+    in a rotating order each round so that noise spreads evenly."""
     samples: Dict[int, List[List[float]]] = {i: [] for i in range(len(rows))}
     per_round = max(1, calls // rounds)
     for r in range(rounds):
         order = list(range(len(rows)))
-        order = order[r % len(order):] + order[:r % len(order)]
-        for i in order:
-            model, choice = rows[i]
-            spec = dataclasses.replace(base, key=f"accuracy-{i}", extra_env={
-                "PYAI_MODEL": str(benchlib.MODELS / model), **choice.env()})
-            xs = benchlib.plugin_session(
-                env, spec, timeout, lambda run: benchlib.timed_plugin_calls(run.host, payload, per_round, warmup=20),
-                log=log.info)
-            samples[i].append(xs)
+        for i in order[r % len(order):] + order[:r % len(order)]:
+            samples[i].append(measure(i, rows[i][0], rows[i][1], per_round))
         log.info("  timing round %s/%s done", r + 1, rounds)
     return samples
+
+
+def time_rows(env: Any, rows: List[Tuple[str, Choice]], calls: int, rounds: int,
+              timeout: float) -> Dict[int, List[List[float]]]:
+    """Per-frame seconds of the 720p frame through the plugin protocol (one plugin
+    session per row and round)."""
+    payload = benchlib.exec_request(benchlib.frame_bytes()["720p"])
+    base = env.specs["pyai"]
+
+    def measure(i: int, model: str, choice: Choice, n: int) -> List[float]:
+        spec = dataclasses.replace(base, key=f"accuracy-{i}", extra_env={
+            "PYAI_MODEL": str(benchlib.MODELS / model), **choice.env()})
+        return benchlib.plugin_session(
+            env, spec, timeout, lambda run: benchlib.timed_plugin_calls(run.host, payload, n, warmup=20),
+            log=log.info)
+
+    return interleaved(rows, calls, rounds, measure)
 
 
 def time_rows_in_process(rows: List[Tuple[str, Choice]], calls: int, rounds: int) -> Dict[int, List[List[float]]]:
     """Per-frame seconds of the 720p frame labelled in this process (``Classifier.label_bytes``
-    as ``labelImage`` calls it: decode, views, invoke, merge, top-k; no IPC), for every
-    row and round (a fresh classifier per row and round, rows in a rotating order)."""
+    as ``labelImage`` calls it: decode, views, invoke, merge, top-k; no IPC), a fresh
+    classifier per row and round."""
     from pyai import Classifier, Config
 
     data = benchlib.frame_bytes()["720p"]
-    samples: Dict[int, List[List[float]]] = {i: [] for i in range(len(rows))}
-    per_round = max(1, calls // rounds)
-    for r in range(rounds):
-        order = list(range(len(rows)))
-        order = order[r % len(order):] + order[:r % len(order)]
-        for i in order:
-            model, choice = rows[i]
-            cfg = Config(model=str(benchlib.MODELS / model), labels=str(benchlib.MODELS / benchlib.LABELS),
-                         **choice.config())
-            with Classifier(cfg) as clf:
-                samples[i].append(benchlib.time_calls(lambda: clf.label_bytes(data), per_round, warmup=20))
-        log.info("  timing round %s/%s done", r + 1, rounds)
-    return samples
+
+    def measure(i: int, model: str, choice: Choice, n: int) -> List[float]:
+        cfg = Config(model=str(benchlib.MODELS / model), labels=str(benchlib.MODELS / benchlib.LABELS),
+                     **choice.config())
+        with Classifier(cfg) as clf:
+            return benchlib.time_calls(lambda: clf.label_bytes(data), n, warmup=20)
+
+    return interleaved(rows, calls, rounds, measure)
 
 
 def p50_ms(xs: Sequence[float]) -> float:
