@@ -2,7 +2,7 @@
 
 A region is a box in the decoded frame's pixels that the resize reads
 instead of the whole frame (``resize_into(..., box=...)``: an offset and a
-scale of the filter's windows, no copy). Two modes:
+scale of the filter's windows, no copy). The modes:
 
 * ``stretch``: the centre ``fraction`` of each side of the frame, stretched
   to the model's input. At fraction 1 this is the whole frame, squashed to
