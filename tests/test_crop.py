@@ -392,3 +392,24 @@ def test_squares_through_the_gate(models_dir, labels_path, images):
             assert gated.label(images[name], site=name) == want
         st = gated.gate_stats()
         assert st["reused"] == 2 and st["run"] == 2, st
+
+
+@pytest.mark.parametrize("mode", [("stretch", 0.875), ("letterbox", 1.0)], ids=["stretch-0.875", "letterbox"])
+def test_one_view_windows_still_share_one_batch(models_dir, labels_path, images, mode):
+    # The engine's rows are views: with one view a frame, a window of 8 is one batch of
+    # 8 frames and 8 rows, as before squares existed; answers equal label()'s.
+    from pyai.engine import Engine
+
+    photos = [images[n] for n in ("cat_720p.jpg", "parrot.jpg", "hot_dog.jpg", "bird.bmp")] * 2
+    with Classifier(model=str(models_dir / TINY_MODEL), labels=str(labels_path), threads=1,
+                    crop_mode=mode[0], crop_fraction=mode[1]) as clf:
+        want = [clf.label(p) for p in photos]
+        with Engine(clf, batch_mode="native", workers=2, max_batch=8, max_queue_delay_ms=50) as eng:
+            assert eng._views == 1 and eng._batched.max_batch == 8
+            for _ in range(2):
+                got = [f.result(timeout=30) for f in eng.submit_many(photos)]
+                assert [r[0]["label"] for r in got] == [r[0]["label"] for r in want]
+                for g, w in zip(got, want):
+                    assert g[0]["confidence"] == pytest.approx(w[0]["confidence"], abs=1e-6)
+            assert eng.stats()["batch_sizes"] == {"8": 2}
+            assert eng._free.qsize() == len(eng._slots)
