@@ -9,21 +9,27 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Iterable, List, Tuple
 
 import numpy as np
 
+from .batching import BatchedModel, BatchRewriteError
 from .config import Config, load_config
 from .crop import Box, Crop
 from .decode import Header, Limits, check, decode, inspect, jpeg_splitter
 from .gate import Gate, Plan, jpeg_signature, margin, signature, source_box, walker_available, walker_stats
 from .labels import Result
+from .merge import merge_scores
 from .model import Model
 from .model_card import fill as fill_input
+from .model_card import pixels_into
 from .model_card import resolve
 from .source import ImageInput, to_bytes
 
+
+log = logging.getLogger(__name__)
 
 # The call site of API callers that do not name one.
 DEFAULT_SITE = "api"
@@ -68,6 +74,8 @@ class Classifier:
         self._margin_scale = 1.0 if self.model.output_dtype == np.float32 else self.model.output_scale
         # The DC walk runs instead of the split decoder, on the same cores.
         self._walk_threads = max(1, cfg.jpeg_decode_threads)
+        # crop_mode=squares: the batch-rewritten model its squares run on, made on first use.
+        self._views_model: Any = None
         self.warm_up()
 
     def warm_up(self) -> None:
@@ -119,10 +127,26 @@ class Classifier:
         region = (self.crop if crop is None else crop).box(width, height, self.model.input_size)
         return source_box(width, height, region)
 
-    def fill(self, frame: np.ndarray, slot: np.ndarray, crop: Crop | None = None) -> None:
-        """Stage 3: resize ``frame``'s crop region (``crop``, default the config's)
-        straight into ``slot`` (a view of an input tensor)."""
-        fill_input(self.card.norm, frame, slot, self.crop_box(frame, crop))
+    def fill(self, frame: np.ndarray, slot: np.ndarray, crop: Crop | None = None, box: Box | None = None) -> None:
+        """Stage 3: resize ``frame``'s crop region (``crop``, default the config's;
+        or ``box``, one of its views) straight into ``slot`` (a view of an input tensor)."""
+        crop = self.crop if crop is None else crop
+        if box is None:
+            box = self.crop_box(frame, crop)
+        norm = self.card.norm
+        place = crop.placement(frame.shape[1], frame.shape[0], self.model.input_size)
+        if place is None:
+            fill_input(norm, frame, slot, box)
+            return
+        # Letterbox: mid-grey around the region, normalised as a pixel of it would be.
+        pixels_into(norm, np.full(slot.shape, 128, np.uint8), slot)
+        x0, y0, w, h = place
+        if w == slot.shape[1]:  # whole rows: a contiguous view of the slot
+            fill_input(norm, frame, slot[y0:y0 + h], box)
+        else:
+            part = np.empty((h, w, 3), slot.dtype)
+            fill_input(norm, frame, part, box)
+            slot[y0:y0 + h, x0:x0 + w] = part
 
     def results(self, raw: np.ndarray, k: int | None = None, min_confidence: float | None = None) -> Result:
         """Stage 5: one row of raw scores -> top-k list."""
@@ -181,8 +205,7 @@ class Classifier:
                     return self.results(scores, top_k, min_confidence)
                 frame = self.decode_bytes(data, reuse=True, split=True, crop=crop, header=header)
                 with self._lock:
-                    self.fill(frame, self.model.input_slot(0), crop)
-                    raw = self.model.run()[0]
+                    raw = self.infer(frame, crop)
                     gate.store(plan, raw, margin(raw, self._margin_scale))
                     return self.results(raw, top_k, min_confidence)
         frame = self.decode_bytes(data, reuse=True, split=True, crop=crop, header=header)
@@ -219,7 +242,7 @@ class Classifier:
             # The tensor is of the crop region, so a different crop is a different frame.
             plan, scores = gate.consult(site, "tensor", lambda ref, thr: signature(tensor, self._signature_scale))
             if scores is None:
-                scores = model.run()[0]
+                scores = self.infer(frame, crop, filled=True)
                 gate.store(plan, scores, margin(scores, self._margin_scale))
             return self.results(scores, top_k, min_confidence)
 
@@ -230,9 +253,64 @@ class Classifier:
         """Top-k labels of one decoded RGB frame (any size), of its ``crop`` region
         (default the config's)."""
         with self._lock:
-            self.fill(frame, self.model.input_slot(0), crop)
-            raw = self.model.run()[0]
-            return self.results(raw, top_k, min_confidence)
+            return self.results(self.infer(frame, crop), top_k, min_confidence)
+
+    def infer(self, frame: np.ndarray, crop: Crop | None = None, filled: bool = False) -> np.ndarray:
+        """Stages 3-4 under ``_lock``: one row of raw scores for ``frame`` (``crop``, default
+        the config's). Several views (``crop_mode=squares``) run as one batch and their
+        merged probabilities come back in the output's raw units (float). ``filled``:
+        a lone view is already in the input tensor."""
+        crop = self.crop if crop is None else crop
+        views = crop.views(frame.shape[1], frame.shape[0], self.model.input_size)
+        if len(views) == 1:
+            if not filled:
+                self.fill(frame, self.model.input_slot(0), crop, views[0])
+            return self.model.run()[0]
+        return self._infer_views(frame, views, crop)
+
+    def _infer_views(self, frame: np.ndarray, views: List[Box | None], crop: Crop) -> np.ndarray:
+        """Several views of one frame run as one batch, their probabilities merged
+        (crop_merge), in the output's raw units (see ``infer``)."""
+        model = self.model
+        batched = self._batched_views(len(views))
+        if batched is not None:
+            batched.set_batch(len(views))
+            for i, box in enumerate(views):
+                self.fill(frame, batched.input_slot(i), crop, box)
+            probs = batched.dequantize(batched.run())
+        else:  # no batch rewrite for this model: one invoke per view
+            rows = []
+            for box in views:
+                self.fill(frame, model.input_slot(0), crop, box)
+                rows.append(model.dequantize(model.run()[0]))
+            probs = np.stack(rows)
+        return self.merge_views(probs)
+
+    def merge_views(self, probs: np.ndarray) -> np.ndarray:
+        """The (views, classes) probabilities of one frame's views merged (crop_merge),
+        in the output's raw units (what ``results`` and the gate's margin take)."""
+        merged = merge_scores(probs, self.config.crop_merge)
+        model = self.model
+        if model.output_dtype == np.float32:
+            return merged
+        return merged / model.output_scale + model.output_zero_point
+
+    def _batched_views(self, n: int) -> Any:
+        """The model rewritten to a batch of at least ``n`` (pyai/batching.py), or None when
+        ``batch_mode`` is loop or the model cannot be rewritten (called under ``_lock``)."""
+        if self.config.batch_mode == "loop" or self._views_model is False:
+            return None
+        if self._views_model is None or self._views_model.max_batch < n:
+            try:
+                # The classifier's bytes: the file may have been replaced since it loaded.
+                self._views_model = BatchedModel(self.config.model, self.config.interpreter_threads,
+                                                 max(n, self.config.crop_squares + self.config.crop_whole),
+                                                 content=self.model.content)
+            except BatchRewriteError as exc:
+                log.warning("pyai: squares run one invoke each: %s", exc)
+                self._views_model = False
+                return None
+        return self._views_model
 
     # -- many frames: the batching engine ------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional, Tuple
 
 from .crop import Crop
 from .errors import ModelError
+from .merge import MERGES
 
 CONFIG_FILE_NAME = "pyai_config.json"
 ENV_PREFIX = "PYAI_"
@@ -65,6 +66,17 @@ class Config:
         input's aspect); "aspect" takes the largest centred region with the input's
         aspect (a 16:9 frame's centre square for a square model), then
         crop_fraction of each side of that. Fused into the resize: no copy.
+        "letterbox" fits the centre crop_fraction of the frame into the input
+        without squashing it and pads the rest with mid-grey; "squares" runs
+        crop_squares input-aspect squares spread along the frame's long side as one
+        batch and merges their scores (crop_merge). See docs/accuracy.md.
+    crop_squares: how many squares ``crop_mode=squares`` splits a frame into (1-4;
+        1 is the centre square).
+    crop_whole: ``crop_mode=squares`` also runs the whole frame (its centre
+        crop_fraction), stretched to the input, as one more view of the batch.
+    crop_merge: how the squares' scores become one answer: "mean" (of the
+        probabilities), "max" (of each class) or "confident" (the square whose
+        top class is the most confident); pyai/merge.py.
     decode_threads: threads one JPEG frame is decoded on by ``labelImage`` and
         ``Classifier.label`` (its rows split between them, ``native_jpeg``); 0 means
         the usable cores, capped at 4; 1 decodes in one piece. Calls come one at a
@@ -109,8 +121,13 @@ class Config:
     top_k: int = 5
     min_confidence: float = 0.0
     decode_oversample: float = 1.1
-    crop_mode: str = "stretch"
-    crop_fraction: float = 0.875
+    # The centre square and the whole frame, one batch of two, probabilities averaged:
+    # docs/accuracy.md (camera frames) for why.
+    crop_mode: str = "squares"
+    crop_fraction: float = 1.0
+    crop_squares: int = 1
+    crop_whole: bool = True
+    crop_merge: str = "mean"
     decode_threads: int = 0
     mean: Optional[float] = None
     std: Optional[float] = None
@@ -147,6 +164,8 @@ class Config:
             self.crop
         except ValueError as exc:
             raise ModelError(f"config {exc}") from None
+        if self.crop_merge not in MERGES:
+            raise ModelError(f"config crop_merge must be one of {', '.join(MERGES)}")
         if self.max_encoded_bytes < 1 or self.max_pixels < 1 or self.max_decode_ms <= 0:
             raise ModelError("config max_encoded_bytes, max_pixels and max_decode_ms must be > 0")
         if self.std is not None and not (math.isfinite(self.std) and self.std != 0):
@@ -173,7 +192,7 @@ class Config:
     @property
     def crop(self) -> Crop:
         """The region of each frame the model sees (``crop_mode``, ``crop_fraction``)."""
-        return Crop(self.crop_mode, self.crop_fraction)
+        return Crop(self.crop_mode, self.crop_fraction, self.crop_squares, self.crop_whole)
 
     def decode_size(self, input_size: Tuple[int, int]) -> Tuple[int, int]:
         """(width, height) a decoded frame must cover for a model input of ``input_size``:

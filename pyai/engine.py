@@ -58,7 +58,8 @@ _now = time.perf_counter
 
 
 class _Job:
-    __slots__ = ("image", "future", "top_k", "min_confidence", "t_submit", "t_ready", "waited", "slot", "direct")
+    __slots__ = ("image", "future", "top_k", "min_confidence", "t_submit", "t_ready", "waited", "slot", "more",
+                 "direct")
 
     def __init__(self, image: ImageInput, top_k: Optional[int], min_confidence: Optional[float], direct: bool):
         self.image: Optional[ImageInput] = image
@@ -70,6 +71,11 @@ class _Job:
         self.t_ready = 0.0  # when its slot was filled
         self.waited = 0.0  # submit -> decode start
         self.slot = -1
+        self.more: List[int] = []  # the slots of its other views (crop_mode=squares)
+
+    @property
+    def slots(self) -> List[int]:
+        return [self.slot, *self.more] if self.slot >= 0 else []
 
 
 class Engine:
@@ -101,12 +107,15 @@ class Engine:
         if requested not in ("auto", "native", "loop"):
             raise ModelError(f"batch_mode must be auto, native or loop, got {requested!r}")
 
+        # crop_mode=squares: each frame is several views, each its own slot and batch row.
+        crop = classifier.crop
+        self._views = crop.squares + crop.whole if crop.mode == "squares" else 1
         self._batched: Optional[BatchedModel] = None
         self.batch_mode = "loop"
         if self.max_batch > 1 and resolve_batch_mode(requested, cfg.model, cfg.interpreter_threads) == "native":
             try:
                 # The classifier's bytes: the file may have been replaced since it loaded.
-                self._batched = BatchedModel(cfg.model, cfg.interpreter_threads, self.max_batch,
+                self._batched = BatchedModel(cfg.model, cfg.interpreter_threads, self.max_batch * self._views,
                                              content=classifier.model.content)
                 self.batch_mode = "native"
             except ModelError as exc:
@@ -117,7 +126,8 @@ class Engine:
 
         spec = classifier.model.input
         # Enough for a full batch being copied in, the next one filling, and every decoder busy.
-        self._slots = np.zeros((2 * self.max_batch + self.workers, spec.height, spec.width, 3), dtype=spec.dtype)
+        self._slots = np.zeros(((2 * self.max_batch + self.workers) * self._views, spec.height, spec.width, 3),
+                               dtype=spec.dtype)
         self._free: "queue.SimpleQueue[int]" = queue.SimpleQueue()
         for i in range(len(self._slots)):
             self._free.put(i)
@@ -278,29 +288,39 @@ class Engine:
             # Every job is now ready or resolved: the inference thread stops after the rest.
             self._ready.put(None)
 
-    def _decode_counted(self, job: _Job, slot: int = -1) -> None:
+    def _decode_counted(self, job: _Job, reserved: Optional[List[int]] = None) -> None:
         try:
-            self._decode_one(job, slot)
+            self._decode_one(job, reserved or [])
         finally:
             with self._lock:
                 self._undecoded -= 1
 
-    def _decode_one(self, job: _Job, slot: int = -1) -> None:
-        """Decode and resize into a slot: ``slot`` if one was reserved, else wait for one."""
+    def _decode_one(self, job: _Job, reserved: List[int]) -> None:
+        """Decode and resize each view into a slot: the ``reserved`` ones first, then
+        wait for free ones (never on the inference thread: it reserves every slot a
+        frame may need)."""
         if not self._start(job):
-            self._release(slot)
+            self._release(reserved)
             return
         clf = self._clf
         t0 = _now()
+        slots = reserved
         try:
             # The frame lives in this thread's scratch buffer only until fill() below.
             frame = clf.decode(job.image, reuse=True)
             job.image = None  # the caller's encoded bytes are no longer needed
-            if slot < 0:
-                slot = self._free.get()
-            clf.fill(frame, self._slots[slot])
+            views = clf.crop.views(frame.shape[1], frame.shape[0], clf.model.input_size)
+            self._release(slots[len(views):])
+            slots = slots[:len(views)]
+            while len(slots) < len(views):
+                slots.append(self._free.get())
+            if len(views) == 1:
+                clf.fill(frame, self._slots[slots[0]])
+            else:
+                for slot, box in zip(slots, views):
+                    clf.fill(frame, self._slots[slot], box=box)
         except BaseException as exc:
-            self._release(slot)
+            self._release(slots)
             if not isinstance(exc, Exception):
                 raise
             self._fail(job, exc)  # one frame's failure must not stop the decoder
@@ -309,7 +329,7 @@ class Engine:
         self._stats.on_decoded(t1 - t0)
         job.waited = t0 - job.t_submit
         job.t_ready = t1
-        job.slot = slot
+        job.slot, job.more = slots[0], slots[1:]
         self._ready.put(job)
 
     # -- the inference thread -------------------------------------------------------------
@@ -342,9 +362,8 @@ class Engine:
                     self._run_loop(batch)
             except Exception as exc:  # noqa: BLE001 - the inference thread must survive anything
                 for j in batch:
-                    if j.slot >= 0:
-                        self._free.put(j.slot)
-                        j.slot = -1
+                    self._release(j.slots)
+                    j.slot, j.more = -1, []
                     if not j.future.done():
                         self._fail(j, exc)
             self._maybe_log()
@@ -382,28 +401,32 @@ class Engine:
 
     def _help_decode(self) -> bool:
         """Decode one queued frame on this thread instead of idling; False if none is queued."""
-        # Reserve the slot first: only this thread frees slots, so it must never
+        # Reserve the slots first: only this thread frees slots, so it must never
         # wait for one (the decoders may have filled every slot meanwhile).
+        reserved: List[int] = []
         try:
-            slot = self._free.get_nowait()
+            while len(reserved) < self._views:
+                reserved.append(self._free.get_nowait())
         except queue.Empty:
+            self._release(reserved)
             return False
         try:
             job = self._jobs.get_nowait()
         except queue.Empty:
-            self._free.put(slot)
+            self._release(reserved)
             return False
         if job is None:
             # A decoder's stop marker: every job was queued before it, so none is left.
             self._jobs.put(None)
-            self._free.put(slot)
+            self._release(reserved)
             return False
-        self._decode_counted(job, slot)
+        self._decode_counted(job, reserved)
         return True
 
-    def _release(self, slot: int) -> None:
-        if slot >= 0:
-            self._free.put(slot)
+    def _release(self, slots: List[int]) -> None:
+        for slot in slots:
+            if slot >= 0:
+                self._free.put(slot)
 
     def _run_direct(self, job: _Job) -> None:
         """A frame that arrived while idle: decode here and resize straight into the tensor."""
@@ -417,13 +440,18 @@ class Engine:
             frame = clf.decode(job.image, reuse=True, split=True)
             job.image = None
             t_decoded = _now()
-            with clf._lock:
-                t1 = _now()
-                clf.fill(frame, model.input_slot(0))
-                t2 = _now()
-                raw = model.run()[0]
+            if self._views > 1:  # its views' resizes and their batch, under the classifier's lock
+                t1 = t2 = t_decoded
+                result = clf.label_frame(frame, job.top_k, job.min_confidence)
                 t3 = _now()
-                result = clf.results(raw, job.top_k, job.min_confidence)
+            else:
+                with clf._lock:
+                    t1 = _now()
+                    clf.fill(frame, model.input_slot(0))
+                    t2 = _now()
+                    raw = model.run()[0]
+                    t3 = _now()
+                    result = clf.results(raw, job.top_k, job.min_confidence)
         except Exception as exc:  # noqa: BLE001 - the inference thread must survive anything
             self._fail(job, exc)
             return
@@ -440,10 +468,14 @@ class Engine:
         for job in batch:
             with clf._lock:
                 t0 = _now()
-                np.copyto(model.input_slot(0), self._slots[job.slot])
-                self._free.put(job.slot)
-                job.slot = -1
-                raw = model.run()[0]
+                rows = []
+                for slot in job.slots:
+                    np.copyto(model.input_slot(0), self._slots[slot])
+                    raw = model.run()[0]
+                    rows.append(raw if not job.more else model.dequantize(raw))
+                self._release(job.slots)
+                job.slot, job.more = -1, []
+                raw = rows[0] if len(rows) == 1 else clf.merge_views(np.stack(rows))
                 dt = _now() - t0
                 result = clf.results(raw, job.top_k, job.min_confidence)
             self._stats.on_batch(1, dt)
@@ -452,20 +484,25 @@ class Engine:
     def _run_batched(self, batch: List[_Job]) -> None:
         model = self._batched
         assert model is not None
-        k = len(batch)
         t0 = _now()
-        model.set_batch(k)
+        model.set_batch(sum(len(job.slots) for job in batch))
         inp = model.input_tensor
-        for i, job in enumerate(batch):
-            np.copyto(inp[i], self._slots[job.slot])
-            self._free.put(job.slot)
-            job.slot = -1
+        rows: List[slice] = []
+        i = 0
+        for job in batch:
+            for slot in job.slots:
+                np.copyto(inp[i], self._slots[slot])
+                i += 1
+            rows.append(slice(i - len(job.slots), i))
+            self._release(job.slots)
+            job.slot, job.more = -1, []
         raw = model.run()
         dt = _now() - t0
-        self._stats.on_batch(k, dt)
+        self._stats.on_batch(len(batch), dt)
         clf = self._clf
-        for i, job in enumerate(batch):
-            self._finish(job, clf.results(raw[i], job.top_k, job.min_confidence), t0)
+        for job, r in zip(batch, rows):
+            one = raw[r.start] if r.stop - r.start == 1 else clf.merge_views(model.dequantize(raw[r]))
+            self._finish(job, clf.results(one, job.top_k, job.min_confidence), t0)
 
     def _maybe_log(self) -> None:
         if self._log_interval <= 0:

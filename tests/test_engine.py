@@ -259,10 +259,10 @@ def test_unexpected_decoder_and_resize_errors_fail_only_their_frame(tiny_classif
             return odd
         return orig_decode(image, reuse, split)
 
-    def fill(frame, slot):
+    def fill(frame, slot, crop=None, box=None):  # box: one view of a frame (crop_mode=squares)
         if frame.shape == odd.shape:
             raise MemoryError("resize bug")
-        return orig_fill(frame, slot)
+        return orig_fill(frame, slot, crop, box)
 
     with Engine(tiny_classifier, batch_mode=mode, workers=2, max_batch=4) as eng:
         eng._clf = _Proxy(tiny_classifier, decode=decode, fill=fill)
@@ -293,6 +293,8 @@ def test_an_inference_error_fails_its_batch_and_the_engine_goes_on(tiny_classifi
         cat = images["cat_720p.jpg"]
         want = tiny_classifier.label(cat)
         models = [tiny_classifier.model] + ([eng._batched] if eng._batched is not None else [])
+        # A lone frame's views (crop_mode=squares) run on the classifier's own batch model.
+        models += [tiny_classifier._views_model] if tiny_classifier._views_model else []
         calls = {"n": 0}
 
         def broken_run():
