@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable, List, Tuple
+from typing import TYPE_CHECKING, Any, Iterable, List, Tuple
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from .labels import Result, load_labels, top_k
 from .model import Model
 from .resize import resize_into
 from .source import ImageInput, to_bytes
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 
 # The call site of API callers that do not name one.
@@ -51,7 +54,7 @@ class Classifier:
         # the cores that would otherwise idle while it decodes.
         self.splitter = jpeg_splitter(cfg.jpeg_decode_threads)
         self._lock = threading.Lock()
-        self._engine = None
+        self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
         # The unchanged-frame gate (skip_unchanged); None keeps today's path untouched.
         self.gate = Gate(cfg.skip_unchanged, cfg.skip_unchanged_margin) if cfg.skip_unchanged > 0 else None
@@ -231,10 +234,14 @@ class Classifier:
     # -- many frames: the batching engine ------------------------------------------
 
     @property
-    def engine(self):
+    def engine(self) -> Engine:
         """The batching engine, started on first use (shares this classifier's model)."""
         with self._engine_lock:
             if self._engine is None:
+                # Imported here, not at the top: the engine and the batch rewriter's
+                # flatbuffer schema add ~20 ms to every plugin start, and a rule that
+                # only calls labelImage never needs them. The engine never imports
+                # this module (it runs the stages of engine.Stages), so no circle.
                 from .engine import Engine
 
                 self._engine = Engine(self)
