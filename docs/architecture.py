@@ -18,23 +18,52 @@ from matplotlib.patches import FancyBboxPatch  # noqa: E402
 
 OUT = Path(__file__).with_suffix(".png")
 
-# name: (x, y, width, height, title, modules, colour); x, y of the lower-left corner.
 STAGE, GLUE, SIDE, NATIVE, HOST = "#dbe9f6", "#e8f4dc", "#fbe9d0", "#eeeeee", "#f4dada"
-BOXES = {
-    "host": (0.2, 8.2, 3.4, 1.3, "eKuiper (kuiperd)", "a rule: SELECT labelImage(self)\nbase64 frame over IPC, 5 s per reply", HOST),
-    "glue": (4.4, 8.2, 4.6, 1.3, "plugin glue: pyai/plugin/", "main.py, runtime.py, sp.py: the protocol\nfunctions.py: labelImage, labelImages, pyaiStats", GLUE),
-    "guardian": (10.0, 8.2, 4.0, 1.3, "guardian", "guardian.py: restarts a dead plugin process\ninstance.py: one serving process", SIDE),
-    "bytes": (0.2, 4.6, 2.1, 1.7, "bytes", "source.py\nbase64 or raw,\nsize limit", STAGE),
-    "header": (2.6, 4.6, 2.1, 1.7, "header", "header.py\nsize, cost, truncation:\nrefused before a pixel", STAGE),
-    "frame": (5.0, 4.6, 2.3, 1.7, "frame", "decode.py\ndecode_jpeg.py (DCT scale)\ndecode_pillow.py", STAGE),
-    "tensor": (7.6, 4.6, 2.1, 1.7, "tensor", "resize.py, crop.py\nregion resized into\nthe input tensor", STAGE),
-    "scores": (10.0, 4.6, 1.9, 1.7, "scores", "model.py\nLiteRT invoke", STAGE),
-    "labels": (12.2, 4.6, 1.8, 1.7, "labels", "labels.py\ntop-k list", STAGE),
-    "classifier": (0.2, 6.8, 13.8, 0.8, "classifier.py: Classifier, the Python API; runs the stages below for one frame", "", GLUE),
-    "gate": (2.6, 2.2, 4.7, 1.6, "gate (skip_unchanged)", "gate.py: per call site, a frame that looks like\nthe last one gets its scores; signature from the\nJPEG's DC coefficients or from the tensor", SIDE),
-    "engine": (7.6, 2.2, 6.4, 1.6, "engine (labelImages, submit)", "engine.py: decoder threads fill tensor slots,\none inference thread runs batches\nbatching.py: the model rewritten for N frames; stats.py", SIDE),
-    "native": (0.2, 0.2, 13.8, 1.2, "native_preproc/ (C)", "native_jpeg: one JPEG on several cores    native_preproc: the fused resize    native_dcsig: the gate's DC walk", NATIVE),
-}
+# Rows from top to bottom: (y of the lower edge, height, x of the first box, gap,
+# boxes as (name, width, title, modules, colour)).
+ROWS = [
+    (8.2, 1.3, 0.2, 1.0, [
+        ("host", 3.2, "eKuiper (kuiperd)", "a rule: SELECT labelImage(self)\nbase64 frame over IPC, 5 s per reply", HOST),
+        ("glue", 4.6, "plugin glue: pyai/plugin/",
+         "main.py, runtime.py, sp.py: the protocol\nfunctions.py: labelImage, labelImages, pyaiStats", GLUE),
+        ("guardian", 4.0, "guardian", "guardian.py: restarts a dead plugin process\ninstance.py: one serving process", SIDE),
+    ]),
+    (6.8, 0.8, 0.2, 0.3, [
+        ("classifier", 13.8, "classifier.py: Classifier, the Python API; runs the stages below for one frame", "", GLUE),
+    ]),
+    # The data path; a stage's title is its name.
+    (4.6, 1.7, 0.2, 0.3, [(name, width, name, modules, STAGE) for name, width, modules in [
+        ("bytes", 2.1, "source.py\nbase64 or raw,\nsize limit"),
+        ("header", 2.1, "header.py\nsize, cost, truncation:\nrefused before a pixel"),
+        ("frame", 2.3, "decode.py\ndecode_jpeg.py (DCT scale)\ndecode_pillow.py"),
+        ("tensor", 2.1, "resize.py, crop.py\nregion resized into\nthe input tensor"),
+        ("scores", 1.9, "model.py\nLiteRT invoke"),
+        ("labels", 1.8, "labels.py\ntop-k list"),
+    ]]),
+    (2.2, 1.6, 2.6, 0.3, [
+        ("gate", 4.7, "gate (skip_unchanged)", "gate.py: per call site, a frame that looks like\nthe last one gets its "
+         "scores; signature from the\nJPEG's DC coefficients or from the tensor", SIDE),
+        ("engine", 6.4, "engine (labelImages, submit)", "engine.py: decoder threads fill tensor slots,\none inference "
+         "thread runs batches\nbatching.py: the model rewritten for N frames; stats.py", SIDE),
+    ]),
+    (0.2, 1.2, 0.2, 0.3, [
+        ("native", 13.8, "native_preproc/ (C)", "native_jpeg: one JPEG on several cores    native_preproc: the fused "
+         "resize    native_dcsig: the gate's DC walk", NATIVE),
+    ]),
+]
+
+
+def _place(rows: list) -> dict:
+    """name -> (x, y, width, height, title, modules, colour), boxes laid left to right."""
+    boxes = {}
+    for y, height, x, gap, row in rows:
+        for name, width, title, modules, colour in row:
+            boxes[name] = (x, y, width, height, title, modules, colour)
+            x += width + gap
+    return boxes
+
+
+BOXES = _place(ROWS)
 # (from, to, label); each arrow joins the nearest sides of two boxes.
 ARROWS = [
     ("host", "glue", ""),
@@ -107,7 +136,7 @@ def draw(out: Path = OUT) -> None:
                 arrowprops=dict(arrowstyle="-|>", color="#333333", linewidth=1.4))
     ax.annotate("", xy=(1.25, 6.3), xytext=(1.25, 6.8),
                 arrowprops=dict(arrowstyle="-|>", color="#333333", linewidth=1.4))
-    ax.text(4.0, 8.42, "calls", ha="center", va="center", fontsize=8.5, color="#333333")
+    ax.text(3.9, 8.42, "calls", ha="center", va="center", fontsize=8.5, color="#333333")
     ax.text(7.1, 6.45, "bytes -> frame -> tensor -> scores -> labels (one frame: labelImage, Classifier.label)",
             ha="center", va="center", fontsize=9.5, style="italic")
     ax.text(7.1, 1.75, "C extensions the stages call when built (a NumPy / simplejpeg fallback otherwise)",
