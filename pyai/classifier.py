@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Iterable, List, Tuple
+from typing import TYPE_CHECKING, Any, Iterable, List, Tuple
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from .model_card import fill as fill_input
 from .model_card import pixels_into
 from .model_card import resolve
 from .source import ImageInput, to_bytes
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 
 log = logging.getLogger(__name__)
@@ -65,7 +68,7 @@ class Classifier:
         # the cores that would otherwise idle while it decodes.
         self.splitter = jpeg_splitter(cfg.jpeg_decode_threads)
         self._lock = threading.Lock()
-        self._engine = None
+        self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
         # The unchanged-frame gate (skip_unchanged); None keeps today's path untouched.
         self.gate = Gate(cfg.skip_unchanged, cfg.skip_unchanged_margin) if cfg.skip_unchanged > 0 else None
@@ -315,10 +318,14 @@ class Classifier:
     # -- many frames: the batching engine ------------------------------------------
 
     @property
-    def engine(self):
+    def engine(self) -> Engine:
         """The batching engine, started on first use (shares this classifier's model)."""
         with self._engine_lock:
             if self._engine is None:
+                # Imported here, not at the top: the engine and the batch rewriter's
+                # flatbuffer schema add ~20 ms to every plugin start, and a rule that
+                # only calls labelImage never needs them. The engine never imports
+                # this module (it runs the stages of engine.Stages), so no circle.
                 from .engine import Engine
 
                 self._engine = Engine(self)

@@ -89,7 +89,7 @@ class Config:
     max_pixels: largest accepted image in pixels (read from the header before decoding).
     max_decode_ms: largest accepted estimated decode time: the cost of each image is
         estimated from its header (format, coding, bit depth, scans, size) with costs
-        measured on a 2-core x86-64 (pyai/decode.py, COST), and a dearer image is refused
+        measured on a 2-core x86-64 (pyai/header.py, COST), and a dearer image is refused
         instead of running into the host's 5 s reply timeout. On a slower CPU lower it by
         the ratio of the speeds (halve it on a CPU half as fast).
     workers: decode/resize threads of the batching engine.

@@ -40,21 +40,40 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, List, Optional, Sequence
+from typing import List, Optional, Protocol, Sequence
 
 import numpy as np
 
 from .batching import BatchedModel, resolve_batch_mode
+from .config import Config
 from .errors import BadInput, ClosedError, ModelError
+from .labels import Result
+from .model import Model
 from .source import ImageInput
 from .stats import EngineStats, LazyJSON
-
-if TYPE_CHECKING:
-    from .classifier import Classifier
 
 log = logging.getLogger(__name__)
 
 _now = time.perf_counter
+
+
+class Stages(Protocol):
+    """The one-frame stages the engine runs each frame through (a ``Classifier``
+    has them): bytes -> frame (``decode``) -> tensor (``fill``) -> scores
+    (``model.run``) -> labels (``results``). The engine calls them and never
+    imports the classifier, which owns it: the data flows one way."""
+
+    config: Config
+    model: Model
+    # Held around each fill + invoke of ``model`` (batch 1), which the direct
+    # one-frame calls share with the engine's inference thread.
+    _lock: threading.Lock
+
+    def decode(self, image: ImageInput, reuse: bool = False, split: bool = False) -> np.ndarray: ...
+
+    def fill(self, frame: np.ndarray, slot: np.ndarray) -> None: ...
+
+    def results(self, raw: np.ndarray, k: Optional[int] = None, min_confidence: Optional[float] = None) -> Result: ...
 
 
 class _Job:
@@ -87,7 +106,7 @@ class Engine:
 
     def __init__(
         self,
-        classifier: "Classifier",
+        classifier: Stages,
         *,
         workers: Optional[int] = None,
         max_batch: Optional[int] = None,

@@ -5,6 +5,8 @@ Everything the plugin reports back to eKuiper as ``state:false`` is a
 must be one line and never contain a traceback.
 """
 
+import re
+
 
 class PyaiError(Exception):
     """Base class of pyai's own errors."""
@@ -20,3 +22,15 @@ class ModelError(PyaiError, RuntimeError):
 
 class ClosedError(PyaiError, RuntimeError):
     """Work was submitted to an engine that is closed."""
+
+
+# Pillow's "cannot identify image file <_io.BytesIO object at 0x7f...>": an
+# object's repr says nothing to a user and differs from call to call.
+_OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def one_line_reason(exc: BaseException) -> str:
+    """A decoding library's exception as a BadInput reason: its first line, at most 200 characters."""
+    text = str(exc).strip().splitlines()
+    line = _OBJECT_REPR.sub("", text[0]).strip() if text else ""
+    return line[:200] or type(exc).__name__

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-import pyai.decode
+import pyai.decode_jpeg
+import pyai.decode_pillow
 from pyai import BadInput
 from pyai.config import Config, load_config
 from pyai.decode import COST, Limits, decode, inspect
@@ -50,8 +51,8 @@ def no_decoding(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a decoder was called")
 
-    monkeypatch.setattr(pyai.decode.simplejpeg, "decode_jpeg", boom)
-    monkeypatch.setattr(pyai.decode.Image, "open", boom)
+    monkeypatch.setattr(pyai.decode_jpeg.simplejpeg, "decode_jpeg", boom)
+    monkeypatch.setattr(pyai.decode_pillow.Image, "open", boom)
 
 
 @pytest.mark.parametrize("kind", sorted(crafted.oversized_headers(64, 64)))
@@ -358,7 +359,7 @@ def _worst_accepted(images):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_worst_accepted_image_of_each_kind_decodes_in_time(images):
-    """The numbers behind decode.COST: the dearest accepted image of each kind decodes in
+    """The numbers behind header.COST: the dearest accepted image of each kind decodes in
     about 2 s on the reference machine (asserted with headroom for a shared CI box)."""
     limit_s = float(os.environ.get("PYAI_WORST_DECODE_S", "2.5"))
     rows, slow = [], []
