@@ -1,0 +1,320 @@
+"""Several eKuiper nodes behind one MQTT broker (`tox -e fleet`).
+
+Three kuiperd v2.4.0 nodes, each in a mount namespace of its own with a private
+``/tmp``, one mosquitto; pyai installed on every node through REST, then on every
+node the tutorial's stream on a shared subscription (``$share/pyai/tfdemo/#``)
+and the tutorial's rule (plus ``meta(topic)``, which names the frame). Cameras
+publish small frames (the properties here do not depend on the frame's size) at a
+rate one node alone holds, so "lost" means lost, never "too slow".
+
+With MQTT 3.1.1 and 5 (the settings of docs/scaling-out.md: QoS 1, MQTT 5 session
+expiry 0, mosquitto ``max_keepalive 10``), each test says what it measured:
+- every frame labelled exactly once, the load split over the nodes;
+- a node killed (``kill -9`` of kuiperd, its plugin and guardian) then started again:
+  frames lost and the time until the fleet's rate is back, after the kill and after
+  the rejoin;
+- a node frozen (``SIGSTOP``) with the watchdog of the docs (``GET /ping`` each
+  second, killed and started again after 3 misses): the same numbers;
+- (MQTT 5) a node frozen without the watchdog, then resumed: the broker's keep-alive
+  alone (15 s with mosquitto's smallest ``max_keepalive``);
+- the unchanged-frame gate on with each camera pinned to one node (a per-camera
+  shared group subscribed on one node at a time), the camera moved when its node is
+  killed and moved back when it rejoins: the answers agree with the gate off.
+
+``PYAI_FLEET_RESULTS=<dir>`` writes every measured number with machine info to
+``<dir>/<arch>-fleet.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+from tests.ekuiper.conftest import PHOTOS, kuiperd_for
+from tests.ekuiper.fleet import (RESULT_PREFIX, Cameras, MqttSettings, Node, Results, Timeline, Watchdog,
+                                 create_stream, label_sql, private_tmp_error, put_source_conf, rest_or_fail)
+from tests.ekuiper.harness import Mosquitto, make_venv, wait_for
+
+pytestmark = pytest.mark.ekuiper
+
+VERSION = "v2.4.0"
+NODES = 3
+SHARE_GROUP = "pyai"
+# The broker side of the documented settings: MQTT 5 clients are told to send a
+# keep-alive every 10 s (mosquitto's smallest), so a silent node is dropped after 15 s.
+BROKER_CONF = "max_keepalive 10\n"
+SETTINGS = [MqttSettings("3.1.1"), MqttSettings("5")]
+CAMERAS, FPS = 2, 10.0
+FRAME_WIDTH = 320
+# Targets of issue #22.
+KILL_RECOVERY_S = 2.0
+FREEZE_RECOVERY_S = 10.0
+GATE_AGREEMENT = 0.99
+
+REPORT: Dict[str, Any] = {}
+
+
+def small_frames(images: Dict[str, bytes], folder: Path, n: int = 4) -> List[Path]:
+    """A few of the clear photos as FRAME_WIDTH-wide JPEGs (one camera cycles through them)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in PHOTOS[:n]:
+        im = Image.open(io.BytesIO(images[name])).convert("RGB")
+        im = im.resize((FRAME_WIDTH, max(1, im.height * FRAME_WIDTH // im.width)))
+        path = folder / (Path(name).stem + ".jpg")
+        im.save(path, quality=85)
+        paths.append(path)
+    return paths
+
+
+def outside_tmp(tmp_path_factory) -> Path:
+    """The fleet's folders: never under /tmp, which each node's bind mount hides."""
+    base = tmp_path_factory.mktemp("fleet").resolve()
+    if str(base) == "/tmp" or str(base).startswith("/tmp/"):
+        base = Path(tempfile.mkdtemp(prefix="pyai-fleet-", dir="/var/tmp"))
+    return base
+
+
+class Fleet:
+    def __init__(self, root: Path, broker: Mosquitto, nodes: List[Node]) -> None:
+        self.root, self.broker, self.nodes = root, broker, nodes
+        self.results = Results(broker.port)
+
+    def configure(self, s: MqttSettings, stream: str, datasource: str, nodes: List[Node] = None) -> None:
+        for n in nodes or self.nodes:
+            rest_or_fail(f"{n.name}: source conf", put_source_conf, n.rest, f"fleet_{s.key}", s.source_conf(self.broker.url))
+            rest_or_fail(f"{n.name}: stream", create_stream, n.rest, stream, datasource, f"fleet_{s.key}")
+
+    def add_rule(self, node: Node, rule_id: str, stream: str, s: MqttSettings, triggered: bool = True) -> None:
+        body = {"id": rule_id, "sql": label_sql(stream), "triggered": triggered,
+                "actions": [s.sink_action(self.broker.url, f"{RESULT_PREFIX}/{node.name}")]}
+        node.rest.call("DELETE", f"/rules/{rule_id}")
+        rest_or_fail(f"{node.name}: rule {rule_id}", node.rest.ok, "POST", "/rules", body)
+
+    def drop_rules(self, *rule_ids: str) -> None:
+        for n in self.nodes:
+            if n.proc is not None:
+                for r in rule_ids:
+                    n.rest.call("DELETE", f"/rules/{r}")
+
+    def warm_up(self, frame: bytes, expect: List[str], timeout: float = 90) -> None:
+        """Frames on a camera of its own (c99) until every node in ``expect`` answered."""
+        import paho.mqtt.client as mqtt
+
+        cli = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pyai-fleet-warm-{os.getpid()}")
+        cli.connect("127.0.0.1", self.broker.port, keepalive=10)
+        cli.loop_start()
+        try:
+            deadline, seq = time.monotonic() + timeout, 0
+            while time.monotonic() < deadline:
+                cli.publish(f"tfdemo/c99/{seq}/{time.monotonic_ns()}", frame, qos=1).wait_for_publish(5)
+                seq += 1
+                if set(expect) <= {r.node for r in self.results.snapshot()}:
+                    time.sleep(1.0)  # what is still on its way
+                    self.results.clear()
+                    return
+                time.sleep(0.1)
+        finally:
+            cli.loop_stop()
+            cli.disconnect()
+        seen = {r.node for r in self.results.snapshot()}
+        pytest.fail(f"warm-up: nodes {sorted(set(expect) - seen)} never answered\n"
+                    + "\n".join(n.log_tail(30) for n in self.nodes if n.name not in seen), pytrace=False)
+
+    def ensure_running(self) -> None:
+        for n in self.nodes:
+            if n.proc is None or n.proc.poll() is not None:
+                n.kill()
+                n.start()
+            else:
+                n.thaw()
+
+    def close(self) -> None:
+        self.results.close()
+        for n in self.nodes:
+            n.thaw()
+            n.kill()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, plugin_zip: Path, models_dir: Path) -> Iterator[Fleet]:
+    why = private_tmp_error() if shutil.which("unshare") else "unshare is not installed"
+    if why:
+        pytest.skip(f"no private /tmp per node here (needs root: unshare --mount): {why}")
+    binary, etc = kuiperd_for(VERSION)
+    root = outside_tmp(tmp_path_factory)
+    broker = Mosquitto(root / "mosquitto", extra_conf=BROKER_CONF).start()
+    # One venv as every node's portable.pythonBin (the first install fills it, the
+    # others find it done); the zip is still installed on every node through REST.
+    python = make_venv(root / "venv")
+    nodes = [Node(f"node{i}", binary, etc, root / f"node{i}", broker.url, str(python)) for i in range(NODES)]
+    fl = None
+    try:
+        for n in nodes:
+            n.start()
+            started = time.monotonic()
+            status, answer = n.rest.install_plugin(plugin_zip)
+            print(f"\n{n.name}: plugin install took {time.monotonic() - started:.1f} s -> HTTP {status}")
+            if status >= 300:
+                pytest.fail(f"{n.name}: POST /plugins/portables -> HTTP {status}: {answer}\n{n.log_tail()}",
+                            pytrace=False)
+        fl = Fleet(root, broker, nodes)
+        yield fl
+    finally:
+        if fl:
+            fl.close()
+        else:
+            for n in nodes:
+                n.kill()
+        broker.stop()
+        save_report()
+
+
+@pytest.fixture(scope="module")
+def frames(images: Dict[str, bytes], fleet: Fleet) -> List[Path]:
+    return small_frames(images, fleet.root / "frames")
+
+
+@pytest.fixture(scope="module")
+def frame_labels(frames: List[Path], expected_classifier) -> List[str]:
+    return [expected_classifier.label(p.read_bytes())[0]["label"] for p in frames]
+
+
+def save_report() -> None:
+    if not REPORT:
+        return
+    print("\nfleet: " + json.dumps(REPORT, indent=1))
+    out = os.environ.get("PYAI_FLEET_RESULTS")
+    if not out:
+        return
+    from bench.common.benchlib import machine_info, results_stem
+
+    info = machine_info()
+    res = {"machine": info, "kuiperd": VERSION, "nodes": NODES, "cameras": CAMERAS, "fps_per_camera": FPS,
+           "frame_width": FRAME_WIDTH, "broker": {"mosquitto": BROKER_CONF.strip()},
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": REPORT,
+           "command": "flock /tmp/pyai-host.lock tox -e fleet (PYAI_FLEET_RESULTS=bench/results)"}
+    path = Path(out) / f"{results_stem(info)}-fleet.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"fleet: wrote {path}")
+
+
+def run_shared(fleet: Fleet, s: MqttSettings, frames: List[Path], seconds: float, script) -> Timeline:
+    """The stream and rule on every node, a warm-up, ``seconds`` of cameras while
+    ``script(cams)`` runs its events; the rules removed after."""
+    fleet.ensure_running()
+    stream, rule = f"tfdemo_{s.key}", f"label_{s.key}"
+    fleet.configure(s, stream, f"$share/{SHARE_GROUP}/tfdemo/#")
+    for n in fleet.nodes:
+        fleet.add_rule(n, rule, stream, s)
+    try:
+        fleet.warm_up(frames[0].read_bytes(), [n.name for n in fleet.nodes])
+        cams = Cameras(fleet.broker.port, frames, CAMERAS, FPS, seconds).start()
+        script(cams)
+        stats = cams.wait()
+        time.sleep(3.0)  # the last labels
+        assert stats["published"] == CAMERAS * int(round(seconds * FPS)), f"cameras: {stats}"
+        return Timeline(CAMERAS, FPS, int(round(seconds * FPS)), cams.t0, fleet.results.snapshot())
+    finally:
+        fleet.ensure_running()
+        fleet.drop_rules(rule)
+        time.sleep(0.5)
+        fleet.results.clear()
+
+
+def wrong_labels(tl: Timeline, labels: List[str]) -> int:
+    return sum(1 for (cam, seq), r in tl.first.items() if cam < tl.cameras and r.label != labels[seq % len(labels)])
+
+
+def record(name: str, s: MqttSettings, tl: Timeline, events: Dict[str, float], extra: Dict[str, Any] = None) -> Dict[str, Any]:
+    out = tl.summary(events)
+    out.update(extra or {})
+    REPORT.setdefault(name, {})[f"mqtt {s.protocol}"] = out
+    print(f"\n{name} (MQTT {s.protocol}): {json.dumps(out)}")
+    return out
+
+
+@pytest.mark.parametrize("s", SETTINGS, ids=lambda s: f"mqtt{s.protocol}")
+def test_exactly_once(fleet: Fleet, frames: List[Path], frame_labels: List[str], s: MqttSettings) -> None:
+    tl = run_shared(fleet, s, frames, 12.0, lambda cams: None)
+    out = record("exactly_once", s, tl, {}, {"wrong_labels": wrong_labels(tl, frame_labels)})
+    assert out["duplicates"] == 0 and out["lost"] == 0, out
+    assert out["wrong_labels"] == 0, out
+    assert len(out["by_node"]) == NODES, f"every node takes a share: {out}"
+
+
+@pytest.mark.parametrize("s", SETTINGS, ids=lambda s: f"mqtt{s.protocol}")
+def test_node_killed_then_rejoins(fleet: Fleet, frames: List[Path], frame_labels: List[str], s: MqttSettings) -> None:
+    victim, events = fleet.nodes[-1], {}
+
+    def script(cams: Cameras) -> None:
+        cams.at(5.0)
+        events["killed"] = time.monotonic()
+        victim.kill()
+        cams.at(11.0)
+        events["restarted"] = time.monotonic()
+        victim.start()
+        events["rest_up"] = time.monotonic()
+
+    tl = run_shared(fleet, s, frames, 22.0, script)
+    rest_up = events.pop("rest_up")
+    out = record("node_killed", s, tl, events, {"wrong_labels": wrong_labels(tl, frame_labels),
+                                                "kuiperd_boot_s": round(rest_up - events["restarted"], 2)})
+    assert out["duplicates"] == 0 and out["wrong_labels"] == 0, out
+    assert out["killed"]["recovery_s"] is not None and out["killed"]["recovery_s"] <= KILL_RECOVERY_S, out
+    assert out["restarted"]["recovery_s"] is not None, f"the fleet never got its rate back after the rejoin: {out}"
+    after = [r for r in tl.first.values() if r.node == victim.name and r.at_ns / 1e9 > events["restarted"]]
+    assert after, f"{victim.name} took no frame after its restart: {out}\n{victim.log_tail(40)}"
+
+
+@pytest.mark.parametrize("s", SETTINGS, ids=lambda s: f"mqtt{s.protocol}")
+def test_node_frozen_watchdog(fleet: Fleet, frames: List[Path], frame_labels: List[str], s: MqttSettings) -> None:
+    victim, events = fleet.nodes[-1], {}
+    dog = Watchdog(fleet.nodes)
+
+    def script(cams: Cameras) -> None:
+        with dog:
+            cams.at(5.0)
+            events["frozen"] = time.monotonic()
+            victim.freeze()
+            cams.at(20.0)
+
+    tl = run_shared(fleet, s, frames, 22.0, script)
+    acts = {e.what: round(e.at - events["frozen"], 2) for e in dog.events if e.node == victim.name}
+    out = record("node_frozen_watchdog", s, tl, events, {"watchdog_s": acts, "wrong_labels": wrong_labels(tl, frame_labels)})
+    assert "killed" in acts and "restarted" in acts, f"the watchdog did not act: {dog.events}"
+    assert out["duplicates"] == 0 and out["wrong_labels"] == 0, out
+    assert out["frozen"]["recovery_s"] is not None and out["frozen"]["recovery_s"] <= FREEZE_RECOVERY_S, out
+
+
+def test_node_frozen_then_resumed_broker_keepalive(fleet: Fleet, frames: List[Path], frame_labels: List[str]) -> None:
+    """MQTT 5 without the watchdog: the broker drops the silent node after 1.5 x its
+    max_keepalive (15 s); resumed later, the node connects again and takes its share."""
+    s, victim, events = MqttSettings("5"), fleet.nodes[-1], {}
+
+    def script(cams: Cameras) -> None:
+        cams.at(4.0)
+        events["frozen"] = time.monotonic()
+        victim.freeze()
+        cams.at(26.0)
+        events["resumed"] = time.monotonic()
+        victim.thaw()
+
+    tl = run_shared(fleet, s, frames, 36.0, script)
+    out = record("node_frozen_keepalive_only", s, tl, events, {"wrong_labels": wrong_labels(tl, frame_labels)})
+    assert out["duplicates"] == 0 and out["wrong_labels"] == 0, out
+    # The broker's keep-alive (1.5 x 10 s) bounds it: generous for a noisy machine.
+    assert out["frozen"]["recovery_s"] is not None and out["frozen"]["recovery_s"] <= 20.0, out
+    after = [r for r in tl.first.values() if r.node == victim.name and r.at_ns / 1e9 > events["resumed"] + 0.5]
+    assert after, f"{victim.name} took no new frame after it was resumed: {out}\n{victim.log_tail(40)}"
