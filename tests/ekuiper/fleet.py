@@ -399,8 +399,11 @@ class Timeline:
         ordered = sorted(events.items(), key=lambda kv: kv[1])
         for i, (name, at) in enumerate(ordered):
             until = ordered[i + 1][1] if i + 1 < len(ordered) else None
+            # A frame published shortly before an event may be on its way through
+            # the node it hits: its loss counts for the event.
             out[name] = {"at_s": round(at - self.t0, 2), "recovery_s": self.recovery_s(at, until),
-                         "lost": self.lost_between(at, until if until is not None else float("inf"))}
+                         "lost": self.lost_between(at - self.in_time_s,
+                                                   until - self.in_time_s if until is not None else float("inf"))}
         return out
 
 

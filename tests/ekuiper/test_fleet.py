@@ -39,7 +39,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 from tests.ekuiper.conftest import PHOTOS, kuiperd_for
-from tests.ekuiper.fleet import (RESULT_PREFIX, Cameras, MqttSettings, Node, Results, Timeline, Watchdog,
+from tests.ekuiper.fleet import (RESULT_PREFIX, Cameras, MqttSettings, Node, Pinning, Results, Timeline, Watchdog,
                                  create_stream, label_sql, private_tmp_error, put_source_conf, rest_or_fail)
 from tests.ekuiper.harness import Mosquitto, make_venv, wait_for
 
@@ -51,6 +51,9 @@ SHARE_GROUP = "pyai"
 # The broker side of the documented settings: MQTT 5 clients are told to send a
 # keep-alive every 10 s (mosquitto's smallest), so a silent node is dropped after 15 s.
 BROKER_CONF = "max_keepalive 10\n"
+# The suite reads the broker's log (as root, mosquitto would switch to its own user and
+# could not write it into the test's folder).
+BROKER_TEST_CONF = "user root\nlog_type all\nlog_timestamp_format %H:%M:%S\n"
 SETTINGS = [MqttSettings("3.1.1"), MqttSettings("5")]
 CAMERAS, FPS = 2, 10.0
 FRAME_WIDTH = 320
@@ -153,7 +156,7 @@ def fleet(tmp_path_factory, plugin_zip: Path, models_dir: Path) -> Iterator[Flee
         pytest.skip(f"no private /tmp per node here (needs root: unshare --mount): {why}")
     binary, etc = kuiperd_for(VERSION)
     root = outside_tmp(tmp_path_factory)
-    broker = Mosquitto(root / "mosquitto", extra_conf=BROKER_CONF).start()
+    broker = Mosquitto(root / "mosquitto", extra_conf=BROKER_CONF + BROKER_TEST_CONF).start()
     # One venv as every node's portable.pythonBin (the first install fills it, the
     # others find it done); the zip is still installed on every node through REST.
     python = make_venv(root / "venv")
@@ -274,7 +277,7 @@ def test_node_killed_then_rejoins(fleet: Fleet, frames: List[Path], frame_labels
     assert out["duplicates"] == 0 and out["wrong_labels"] == 0, out
     assert out["killed"]["recovery_s"] is not None and out["killed"]["recovery_s"] <= KILL_RECOVERY_S, out
     assert out["restarted"]["recovery_s"] is not None, f"the fleet never got its rate back after the rejoin: {out}"
-    after = [r for r in tl.first.values() if r.node == victim.name and r.at_ns / 1e9 > events["restarted"]]
+    after = [k for k, r in tl.first.items() if r.node == victim.name and tl.publish_s[k] > events["restarted"]]
     assert after, f"{victim.name} took no frame after its restart: {out}\n{victim.log_tail(40)}"
 
 
@@ -316,5 +319,163 @@ def test_node_frozen_then_resumed_broker_keepalive(fleet: Fleet, frames: List[Pa
     assert out["duplicates"] == 0 and out["wrong_labels"] == 0, out
     # The broker's keep-alive (1.5 x 10 s) bounds it: generous for a noisy machine.
     assert out["frozen"]["recovery_s"] is not None and out["frozen"]["recovery_s"] <= 20.0, out
-    after = [r for r in tl.first.values() if r.node == victim.name and r.at_ns / 1e9 > events["resumed"] + 0.5]
+    # Frames published after the resume (not the backlog it held while frozen).
+    after = [k for k, r in tl.first.items() if r.node == victim.name and tl.publish_s[k] > events["resumed"] + 1.0]
     assert after, f"{victim.name} took no new frame after it was resumed: {out}\n{victim.log_tail(40)}"
+
+
+# -- the gate with cameras pinned to nodes ----------------------------------------------------
+
+GATE_PHOTOS = ("cat_720p.jpg", "owl.jpg", "parrot.jpg")
+GATE_PER_SCENE = 40
+GATE_ENV = {"PYAI_SKIP_UNCHANGED": "true"}
+
+
+def fixed_camera_frames(images: Dict[str, bytes], folder: Path) -> List[Path]:
+    """The gate bench's fixed camera (sensor noise, jitter, dimming light, a cut to
+    another scene every GATE_PER_SCENE frames), at FRAME_WIDTH x 180."""
+    from bench.gate import gate_sequences
+
+    photos = folder / "photos"
+    photos.mkdir(parents=True, exist_ok=True)
+    for name in GATE_PHOTOS:
+        (photos / name).write_bytes(images[name])
+    spec = gate_sequences.fixed_camera(size=(FRAME_WIDTH, 180), photos=GATE_PHOTOS, per_scene=GATE_PER_SCENE)
+    paths = []
+    for i, data in enumerate(gate_sequences.frames(spec, photos)):
+        path = folder / f"{i:05d}.jpg"
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+def gate_counts(node: Node, rule_id: str, stream: str, frame: bytes, broker: Mosquitto, s: MqttSettings) -> Dict[str, int]:
+    """The gate's checked / reused / run at ``rule_id``'s call sites on ``node``, from
+    ``pyaiStats()`` through a rule of its own."""
+    from tests.ekuiper.harness import MqttCollector
+
+    topic = f"fleet/stats/{node.name}"
+    mqtt = MqttCollector(broker.port)
+    try:
+        mqtt.subscribe(topic)
+        stats_rule = f"stats_{node.name}"
+        node.rest.call("DELETE", f"/rules/{stats_rule}")
+        node.rest.ok("POST", "/rules", {"id": stats_rule, "sql": f"SELECT pyaiStats() AS stats FROM {stream}",
+                                         "actions": [s.sink_action(broker.url, topic)]})
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                mqtt.publish(f"tfdemo/stats/{node.name}", frame)
+                got = mqtt.get_json(topic, 1.0)
+                if isinstance(got, dict) and isinstance(got.get("stats"), dict):
+                    sites = (got["stats"].get("gate") or {}).get("sites", {})
+                    mine = [c for name, c in sites.items() if name.split("/")[0] == rule_id]
+                    return {k: sum(int(c.get(k, 0)) for c in mine) for k in ("checked", "reused", "run")}
+        finally:
+            node.rest.call("DELETE", f"/rules/{stats_rule}")
+    finally:
+        mqtt.close()
+    return {}
+
+
+def test_gate_pinned_cameras_across_node_failure(fleet: Fleet, images: Dict[str, bytes], expected_classifier) -> None:
+    """pyai's gate on (PYAI_SKIP_UNCHANGED=true) on every node; camera c's frames on a
+    shared group of its own, its rule running on its home node (node<c>) and created
+    stopped on the spare (the last node). node0 is killed: camera 0 moves to the spare;
+    node0 started again: it moves back. Every answer is compared with the gate off."""
+    s = MqttSettings("5")
+    seq = fixed_camera_frames(images, fleet.root / "fixed-camera")
+    truth = [expected_classifier.label(p.read_bytes())[0]["label"] for p in seq]
+    offset = len(seq) // CAMERAS
+    home, spare = fleet.nodes[0], fleet.nodes[-1]
+    homes = {c: (fleet.nodes[c], spare) for c in range(CAMERAS)}
+    rule_of = lambda c: f"pin_c{c}"  # noqa: E731
+    events: Dict[str, float] = {}
+    try:
+        for n in fleet.nodes:
+            n.kill()
+            n.extra_env.update(GATE_ENV)
+            n.start()
+        for c in range(CAMERAS):
+            fleet.configure(s, f"cam{c}", f"$share/cam{c}/tfdemo/c{c}/#")
+            for n in fleet.nodes:
+                fleet.add_rule(n, rule_of(c), f"cam{c}", s, triggered=n is homes[c][0])
+        fleet.configure(s, "stats", "tfdemo/stats/#")
+        warm = Cameras(fleet.broker.port, seq[:1], CAMERAS, 5.0, 3.0).start()
+        warm.wait()
+        wait_for(lambda: {r.node for r in fleet.results.snapshot()} >= {fleet.nodes[c].name for c in range(CAMERAS)},
+                 60, "every home node to answer")
+        time.sleep(2.0)
+        fleet.results.clear()
+        seconds = 24.0
+        with Pinning(homes, rule_of) as pin:
+            cams = Cameras(fleet.broker.port, seq, CAMERAS, FPS, seconds, offset=offset).start()
+            cams.at(8.0)
+            events["killed"] = time.monotonic()
+            home.kill()
+            cams.at(15.0)
+            events["restarted"] = time.monotonic()
+            home.start()
+            stats = cams.wait()
+            time.sleep(3.0)
+        assert stats["published"] == CAMERAS * int(round(seconds * FPS)), stats
+        tl = Timeline(CAMERAS, FPS, int(round(seconds * FPS)), cams.t0, fleet.results.snapshot())
+        agree = sum(1 for (c, q), r in tl.first.items() if r.label == truth[(c * offset + q) % len(seq)])
+        spare_gate = gate_counts(spare, rule_of(0), "stats", seq[0].read_bytes(), fleet.broker, s)
+        home_gate = gate_counts(fleet.nodes[1], rule_of(1), "stats", seq[0].read_bytes(), fleet.broker, s)
+        cam0_nodes = [r.node for (c, q), r in sorted(tl.first.items()) if c == 0]
+        switches = sum(1 for a, b in zip(cam0_nodes, cam0_nodes[1:]) if a != b)
+        out = record("gate_pinned", s, tl, events, {
+            "agreement_with_gate_off": round(agree / max(1, len(tl.first)), 4), "agreeing": agree,
+            "pin_events_s": [(e.camera, e.what, e.node, round(e.at - events["killed"], 2)) for e in pin.events],
+            "camera0_node_switches": switches, "gate_spare_camera0": spare_gate, "gate_node1_camera1": home_gate})
+    finally:
+        for n in fleet.nodes:
+            n.kill()
+            for k in GATE_ENV:
+                n.extra_env.pop(k, None)
+            n.start()
+        fleet.drop_rules(*(rule_of(c) for c in range(CAMERAS)))
+        fleet.results.clear()
+    assert out["duplicates"] == 0, out
+    assert out["agreement_with_gate_off"] >= GATE_AGREEMENT, out
+    assert [e[1] for e in out["pin_events_s"] if e[0] == 0] == ["moved", "moved back"], out
+    # Camera 1 never left node1, and the gate reused answers there: the pin is what lets it work.
+    assert {r.node for (c, q), r in tl.first.items() if c == 1} == {fleet.nodes[1].name}, out
+    assert home_gate.get("reused", 0) > 0, out
+
+
+def test_keepalive_holds_at_720p_30fps(fleet: Fleet, images: Dict[str, bytes]) -> None:
+    """The documented keep-alive (MQTT 5, mosquitto max_keepalive 10: the shortest it
+    takes) on a node fed more 720p frames than it labels: its source never misses a
+    ping (no disconnect in the broker's or kuiperd's log)."""
+    s, node = MqttSettings("5"), fleet.nodes[0]
+    fleet.ensure_running()
+    stream, rule = f"tfdemo_{s.key}", "keepalive_720p"
+    frame = fleet.root / "cat_720p.jpg"
+    frame.write_bytes(images["cat_720p.jpg"])
+    fleet.configure(s, stream, f"$share/{SHARE_GROUP}/tfdemo/#", [node])
+    fleet.add_rule(node, rule, stream, s)
+    broker_log = fleet.broker.workdir / "mosquitto.log"
+    try:
+        fleet.warm_up(frame.read_bytes(), [node.name])
+        log_from, kuiper_from = broker_log.stat().st_size, len(node.log_text())
+        seconds = 20.0
+        cams = Cameras(fleet.broker.port, [frame], 1, 30.0, seconds).start()
+        stats = cams.wait()
+        time.sleep(3.0)
+        with open(broker_log, "rb") as f:
+            f.seek(log_from)
+            new_broker = f.read().decode(errors="replace")
+        new_kuiper = node.log_text()[kuiper_from:]
+        labelled = len({r.topic for r in fleet.results.snapshot()})
+    finally:
+        fleet.drop_rules(rule)
+        fleet.results.clear()
+    timeouts = [ln for ln in new_broker.splitlines() if "exceeded timeout" in ln]
+    drops = [ln for ln in new_kuiper.splitlines() if "mqtt_connection_disconnected" in ln]
+    out = {"published": stats["published"], "labelled": labelled, "seconds": seconds,
+           "labelled_fps": round(labelled / seconds, 1), "broker_timeouts": len(timeouts), "source_disconnects": len(drops)}
+    REPORT["keepalive_720p_30fps"] = {"mqtt 5": out}
+    print(f"\nkeep-alive at 720p 30 fps (MQTT 5, max_keepalive 10): {json.dumps(out)}")
+    assert not timeouts and not drops, f"{out}\n{timeouts[:5]}\n{drops[:5]}"
