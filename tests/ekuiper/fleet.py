@@ -4,9 +4,9 @@
   of the node (eKuiper's plugin IPC paths are fixed under ``/tmp``: two nodes on one
   machine would take each other's sockets), killed (``SIGKILL``), frozen (``SIGSTOP``)
   and resumed (``SIGCONT``) with its plugin processes.
-- ``Watchdog``: what the docs ship for a node that hangs: ``GET /ping`` every second,
-  and after ``misses`` unanswered pings in a row the node is killed and started again
-  (a hang becomes a crash, which the broker sees at once).
+- ``Watchdog``: what the docs ship: a node that hangs is killed and started again
+  (``GET /ping`` every second, 3 misses), and a rule whose MQTT source connected
+  again is restarted (eKuiper's MQTT 5 client does not subscribe again by itself).
 - ``Results``: every sink message of every node, with its arrival time.
 - ``Cameras``: ``bench/ekuiper/ekuiper_cameras.py`` as a process (frames on
   ``tfdemo/c<camera>/<seq>/<t_ns>``).
@@ -166,19 +166,29 @@ class Node(Kuiperd):
 @dataclass
 class WatchdogEvent:
     node: str
-    what: str  # "killed" | "restarted" | "restart failed"
+    what: str  # "killed" | "restarted" | "restart failed" | "rule <id> restarted (HTTP <status>)"
     at: float  # time.monotonic()
 
 
 class Watchdog:
-    """A liveness probe per node: ``GET /ping`` with ``timeout`` every ``interval``;
-    ``misses`` failures in a row -> kill -9 and start again. The same thing as a
-    Kubernetes livenessProbe (periodSeconds 1, timeoutSeconds 1, failureThreshold 3)
-    or the shell loop of docs/scaling-out.md."""
+    """Two probes per node, the watchdog docs/scaling-out.md ships:
 
-    def __init__(self, nodes: Sequence[Node], interval: float = 1.0, timeout: float = 1.0, misses: int = 3) -> None:
+    - liveness: ``GET /ping`` with ``timeout`` every ``interval``; ``misses`` failures
+      in a row -> kill -9 and start again (a hung node becomes a crashed one, which
+      the broker sees at once). The same as a Kubernetes livenessProbe
+      (periodSeconds 1, timeoutSeconds 1, failureThreshold 3). ``misses=0``: off.
+    - resubscribe: for each of ``rules``, when a source's
+      ``connection_last_connected_time`` moves (its MQTT client connected again),
+      ``POST /rules/<id>/restart``: eKuiper's MQTT 5 client (v2.4.0, and master at
+      the time of writing) sends an empty SUBSCRIBE when it reconnects, which the
+      broker refuses as malformed, so the source never gets its subscription back
+      on its own (internal/io/mqtt/v5client/client.go ``Subscribe``)."""
+
+    def __init__(self, nodes: Sequence[Node], interval: float = 1.0, timeout: float = 1.0, misses: int = 3,
+                 rules: Sequence[str] = ()) -> None:
         self.nodes = list(nodes)
         self.interval, self.timeout, self.misses = interval, timeout, misses
+        self.rules = list(rules)
         self.events: List[WatchdogEvent] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._watch, args=(n,), daemon=True) for n in self.nodes]
@@ -193,18 +203,43 @@ class Watchdog:
         for t in self._threads:
             t.join(90)
 
+    def _connected_at(self, node: Node, rule: str) -> Optional[int]:
+        try:
+            status, answer = node.rest.call("GET", f"/rules/{rule}/status", timeout=self.timeout)
+        except OSError:
+            return None
+        if status != 200 or not isinstance(answer, dict):
+            return None
+        times = [int(v) for k, v in answer.items()
+                 if k.startswith("source_") and k.endswith("_connection_last_connected_time") and isinstance(v, (int, float))]
+        return max(times) if times else None
+
+    def _check_rules(self, node: Node, seen: Dict[str, Optional[int]]) -> None:
+        for rule in self.rules:
+            at = self._connected_at(node, rule)
+            before = seen.get(rule)
+            seen[rule] = at
+            if at is not None and before is not None and at > before:
+                status, answer = node.rest.call("POST", f"/rules/{rule}/restart", timeout=10)
+                self.events.append(WatchdogEvent(node.name, f"rule {rule} restarted (HTTP {status})", time.monotonic()))
+                seen[rule] = None  # the restarted source connects anew: not a reconnect
+
     def _watch(self, node: Node) -> None:
         missed = 0
+        seen: Dict[str, Optional[int]] = {}
         while not self._stop.is_set():
             started = time.monotonic()
             if node.proc is None:  # stopped on purpose (a test's kill): not ours to restart
                 missed = 0
+                seen.clear()
             elif node.alive(self.timeout):
                 missed = 0
-            else:
+                self._check_rules(node, seen)
+            elif self.misses:
                 missed += 1
                 if missed >= self.misses:
                     missed = 0
+                    seen.clear()
                     node.kill()
                     self.events.append(WatchdogEvent(node.name, "killed", time.monotonic()))
                     try:
