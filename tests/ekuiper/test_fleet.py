@@ -250,7 +250,7 @@ def record(name: str, s: MqttSettings, tl: Timeline, events: Dict[str, float], e
 
 @pytest.mark.parametrize("s", SETTINGS, ids=lambda s: f"mqtt{s.protocol}")
 def test_exactly_once(fleet: Fleet, frames: List[Path], frame_labels: List[str], s: MqttSettings) -> None:
-    tl = run_shared(fleet, s, frames, 12.0, lambda cams: None)
+    tl = run_shared(fleet, s, frames, 10.0, lambda cams: None)
     out = record("exactly_once", s, tl, {}, {"wrong_labels": wrong_labels(tl, frame_labels)})
     assert out["duplicates"] == 0 and out["lost"] == 0, out
     assert out["wrong_labels"] == 0, out
@@ -262,15 +262,15 @@ def test_node_killed_then_rejoins(fleet: Fleet, frames: List[Path], frame_labels
     victim, events = fleet.nodes[-1], {}
 
     def script(cams: Cameras) -> None:
-        cams.at(5.0)
+        cams.at(4.0)
         events["killed"] = time.monotonic()
         victim.kill()
-        cams.at(11.0)
+        cams.at(9.0)
         events["restarted"] = time.monotonic()
         victim.start()
         events["rest_up"] = time.monotonic()
 
-    tl = run_shared(fleet, s, frames, 22.0, script)
+    tl = run_shared(fleet, s, frames, 18.0, script)
     rest_up = events.pop("rest_up")
     out = record("node_killed", s, tl, events, {"wrong_labels": wrong_labels(tl, frame_labels),
                                                 "kuiperd_boot_s": round(rest_up - events["restarted"], 2)})
@@ -288,12 +288,12 @@ def test_node_frozen_watchdog(fleet: Fleet, frames: List[Path], frame_labels: Li
 
     def script(cams: Cameras) -> None:
         with dog:
-            cams.at(5.0)
+            cams.at(4.0)
             events["frozen"] = time.monotonic()
             victim.freeze()
-            cams.at(20.0)
+            cams.at(16.0)
 
-    tl = run_shared(fleet, s, frames, 22.0, script)
+    tl = run_shared(fleet, s, frames, 18.0, script)
     acts = {e.what: round(e.at - events["frozen"], 2) for e in dog.events if e.node == victim.name}
     out = record("node_frozen_watchdog", s, tl, events, {"watchdog_s": acts, "wrong_labels": wrong_labels(tl, frame_labels)})
     assert "killed" in acts and "restarted" in acts, f"the watchdog did not act: {dog.events}"
