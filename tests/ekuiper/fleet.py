@@ -111,6 +111,8 @@ class Node(Kuiperd):
     def __init__(self, name: str, binary: Path, etc_src: Path, base: Path, broker_url: str, python_bin: str,
                  env: Optional[Mapping[str, str]] = None) -> None:
         self.name = name
+        # The watchdog's thread and the test both kill and start nodes: one at a time.
+        self.lock = threading.RLock()
         self.tmp = base / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         super().__init__(binary, etc_src, base, broker_url, python_bin=python_bin, env=env,
@@ -137,8 +139,17 @@ class Node(Kuiperd):
                 pass
         return pids
 
+    def start(self, timeout: float = 60) -> "Node":
+        with self.lock:
+            super().start(timeout)
+        return self
+
     def kill(self) -> None:
         """``kill -9`` of kuiperd, its plugin and guardian (a crash, or a power cut)."""
+        with self.lock:
+            self._kill()
+
+    def _kill(self) -> None:
         self.signal_all(signal.SIGKILL)
         if self.proc:
             self.proc.wait(10)
@@ -188,7 +199,7 @@ class Watchdog:
                  rules: Sequence[str] = ()) -> None:
         self.nodes = list(nodes)
         self.interval, self.timeout, self.misses = interval, timeout, misses
-        self.rules = list(rules)
+        self.rules = list(rules)  # may be changed while it runs
         self.events: List[WatchdogEvent] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._watch, args=(n,), daemon=True) for n in self.nodes]
@@ -215,7 +226,7 @@ class Watchdog:
         return max(times) if times else None
 
     def _check_rules(self, node: Node, seen: Dict[str, Optional[int]]) -> None:
-        for rule in self.rules:
+        for rule in list(self.rules):
             at = self._connected_at(node, rule)
             before = seen.get(rule)
             seen[rule] = at
@@ -240,14 +251,17 @@ class Watchdog:
                 if missed >= self.misses:
                     missed = 0
                     seen.clear()
-                    node.kill()
-                    self.events.append(WatchdogEvent(node.name, "killed", time.monotonic()))
-                    try:
-                        node.start()
-                        self.events.append(WatchdogEvent(node.name, "restarted", time.monotonic()))
-                    except (RuntimeError, TimeoutError) as exc:
-                        log.error("watchdog: %s did not start again: %s", node.name, exc)
-                        self.events.append(WatchdogEvent(node.name, "restart failed", time.monotonic()))
+                    with node.lock:
+                        if node.proc is None:  # the test killed it meanwhile
+                            continue
+                        node.kill()
+                        self.events.append(WatchdogEvent(node.name, "killed", time.monotonic()))
+                        try:
+                            node.start()
+                            self.events.append(WatchdogEvent(node.name, "restarted", time.monotonic()))
+                        except (RuntimeError, TimeoutError) as exc:
+                            log.error("watchdog: %s did not start again: %s", node.name, exc)
+                            self.events.append(WatchdogEvent(node.name, "restart failed", time.monotonic()))
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
 
