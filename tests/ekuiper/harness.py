@@ -114,9 +114,10 @@ def _stop_process(proc: subprocess.Popen, grace: float) -> None:
 
 
 class Mosquitto:
-    def __init__(self, workdir: Path, binary: str = "mosquitto") -> None:
+    def __init__(self, workdir: Path, binary: str = "mosquitto", extra_conf: str = "") -> None:
         self.workdir = workdir
         self.binary = shutil.which(binary) or binary
+        self.extra_conf = extra_conf  # more mosquitto.conf lines (e.g. max_keepalive)
         self.port = 0
         self.proc: Optional[subprocess.Popen] = None
 
@@ -135,6 +136,7 @@ class Mosquitto:
             f"log_dest file {self.workdir / 'mosquitto.log'}\n"
             # Frames up to a few MB; the default is unlimited but be explicit.
             "message_size_limit 0\n"
+            + self.extra_conf
         )
         self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -270,8 +272,11 @@ class Kuiperd:
 
     def __init__(self, binary: Path, etc_src: Path, base: Path, broker_url: str,
                  python_bin: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
-                 path_prefix: Optional[Path] = None) -> None:
+                 path_prefix: Optional[Path] = None, launcher: Optional[List[str]] = None) -> None:
         self.binary = binary
+        # Run kuiperd through this command (e.g. one that gives it a private /tmp);
+        # it must exec kuiperd in the end, so the pid stays kuiperd's.
+        self.launcher = list(launcher or [])
         self.path_prefix = path_prefix
         self.base = base
         self.broker_url = broker_url
@@ -338,7 +343,7 @@ class Kuiperd:
         out = open(self.log_path, "ab")
         out.write(f"\n==== kuiperd start {time.strftime('%H:%M:%S')} ====\n".encode())
         out.flush()
-        self.proc = subprocess.Popen([str(self.binary)], cwd=self.base, env=self.env(), stdout=out,
+        self.proc = subprocess.Popen([*self.launcher, str(self.binary)], cwd=self.base, env=self.env(), stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
         try:
