@@ -13,7 +13,7 @@ import pytest
 import simplejpeg
 
 from pyai import BadInput, Classifier, load_config
-from pyai import classifier as classifier_module
+from pyai import gatekeeper as gatekeeper_module
 from pyai.config import Config
 from pyai.gate import DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, Gate, distance, margin, signature, site_name
 
@@ -61,8 +61,8 @@ def test_off_by_default_and_off_never_takes_a_signature(classifier, shots, monke
     def no_signature(*args, **kwargs):
         raise AssertionError("the gate's signature was taken with the gate off")
 
-    monkeypatch.setattr(classifier_module, "signature", no_signature)
-    monkeypatch.setattr(classifier_module, "jpeg_signature", no_signature)
+    monkeypatch.setattr(gatekeeper_module, "signature", no_signature)
+    monkeypatch.setattr(gatekeeper_module, "jpeg_signature", no_signature)
     first = classifier.label(shots["cat"][0])
     assert classifier.label(shots["cat"][0]) == first
     assert first[0]["label"] == CAT
