@@ -61,7 +61,7 @@ class Gatekeeper:
 
         def peek(tensor: np.ndarray) -> Optional[np.ndarray]:
             plan, reused = self.gate.consult(site, "tensor",
-                                             lambda ref, thr: signature(tensor, self.signature_scale))
+                                             lambda stop: signature(tensor, self.signature_scale))
             seen["plan"], seen["reused"] = plan, reused
             return reused
 
@@ -74,7 +74,7 @@ class Gatekeeper:
         """The JPEG's signature from its DC coefficients, checked at ``plan``'s site:
         the reused scores, or None."""
         try:
-            sig = jpeg_signature(data, box, plan.ref, self.gate.threshold, self.walk_threads)
+            sig = jpeg_signature(data, box, self.gate.stopper(plan.ref), self.walk_threads)
         except ValueError:
             # Corrupt by the walker's strict rules: never a reused answer. The
             # decoder has the last word (and the error message).

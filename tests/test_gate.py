@@ -15,7 +15,7 @@ import simplejpeg
 from pyai import BadInput, Classifier, load_config
 from pyai import gatekeeper as gatekeeper_module
 from pyai.config import Config
-from pyai.gate import DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, Gate, distance, margin, signature, site_name
+from pyai.gate import DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, Gate, changed_cells, margin, signature, site_name
 
 from .conftest import DEFAULT_MODEL, EXPECTED_TOP1
 
@@ -186,7 +186,7 @@ def test_sites_are_bounded_least_recently_used_first_out():
     scores = np.arange(5, dtype=np.uint8)
 
     def frame(site: str):
-        plan, reused = gate.consult(site, "tensor", lambda ref, threshold: sig)
+        plan, reused = gate.consult(site, "tensor", lambda stop: sig)
         if reused is None:
             gate.store(plan, scores, 1.0)
         return reused
@@ -205,12 +205,13 @@ def test_the_backoff_doubles_while_frames_keep_changing_and_resets_on_a_reuse():
     walks = []
 
     def frame(value: float):
-        def scan(ref, threshold):
+        def scan(stop):
             # Like the JPEG walk: None (stopped early) for a frame far from ref.
             walks.append(value)
-            sig = np.full((4, 4, 3), value, np.float32)
-            sig[0, 0] += value  # not a uniform shift: values apart are different frames
-            return None if ref is not None and distance(sig, ref) > threshold else sig
+            # Values apart are different pictures, the same value the same one.
+            sig = np.random.default_rng(int(value)).uniform(0, 255, (4, 4, 3)).astype(np.float32)
+            head = np.ascontiguousarray(sig[:2])
+            return None if stop is not None and stop(memoryview(head).cast("B"), 2, 4) else sig
         plan, reused = gate.consult("s", "jpeg", scan)
         if reused is None:
             gate.store(plan, scores, 1.0)
@@ -231,16 +232,42 @@ def test_the_backoff_doubles_while_frames_keep_changing_and_resets_on_a_reuse():
     assert walks[-3:] == [2000.0, 2010.0, 2020.0]  # a reuse reset the backoff
 
 
-def test_signature_distance_ignores_a_uniform_brightness_change_but_not_a_local_one():
+def test_changed_cells_ignore_brightness_and_contrast_drift_but_not_a_local_change():
     rng = np.random.default_rng(1)
     frame = rng.integers(0, 200, (270, 480, 3), dtype=np.uint8)
     sig = signature(frame)
     assert sig.shape == (16, 30, 3)
-    assert distance(sig, signature(frame + np.uint8(20))) < 1e-3
+    assert changed_cells(signature(frame + np.uint8(20)), sig, 1.0) == 0
+    # A gain of 5% (a camera's exposure drift, a flickering light) with an offset.
+    drift = np.clip(frame * 1.05 - 3, 0, 255).astype(np.uint8)
+    assert changed_cells(signature(drift), sig, 1.0) == 0
     changed = frame.copy()
     changed[:90, :160] = 255 - changed[:90, :160]
-    assert distance(sig, signature(changed)) > 5
-    assert distance(sig, signature(frame[:200])) == float("inf")
+    assert changed_cells(signature(changed), sig, 4.0) >= 50
+    # One cell's worth of change is one changed cell, whatever the rest does.
+    one = drift.copy()
+    one[34:50, 34:50] = 250
+    assert changed_cells(signature(one), sig, 4.0) == 1
+    assert changed_cells(signature(frame[:200]), sig, 4.0) == 16 * 40  # every cell of the larger grid
+
+
+def test_a_frame_has_changed_by_its_first_rows_or_by_all_of_them():
+    gate = Gate(4.0)
+    ref = np.random.default_rng(3).uniform(20, 230, (16, 16, 3)).astype(np.float32)
+    assert not gate.changed(ref + 1.5, ref)
+    top, bottom = ref.copy(), ref.copy()
+    top[0, 3] += 30
+    bottom[12, 3] += 30
+    assert gate.changed(top, ref) and gate.changed(bottom, ref)
+    # The walker's early question is the same rule on the first rows.
+    stop = gate.stopper(ref)
+    head = np.ascontiguousarray(top[:2])
+    assert stop(memoryview(head).cast("B"), 2, 16)
+    head = np.ascontiguousarray(bottom[:2])
+    assert not stop(memoryview(head).cast("B"), 2, 16)
+    assert stop(memoryview(head).cast("B"), 2, 8)  # another grid: changed
+    assert gate.stopper(None) is None
+    assert gate.changed(ref[:8], ref)
 
 
 def test_margin_reads_the_lead_of_the_top_score():
