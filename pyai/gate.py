@@ -22,9 +22,12 @@ rows of the walk. The verdict depends on the frame and the site's reference only
 not on how the walk was split over the cores, nor on the run.
 
 Any answer may be reused, whatever the model thought of the frame: a still scene
-is still, and the model's answer to it does not change with it, sure or not
-(``min_margin`` > 0 restores the old rule that reused only answers whose top-1 led
-the second by that much).
+is still, and the model's answer to it does not change with it, sure or not. Once
+it has been given twice: after a change the model runs on the first two frames of
+the new scene, and its answer is reused only when both have the same top-1 (where
+the model's answer to a still scene is noise, as on a dark view, none is
+reused). ``min_margin`` > 0 restores the old rule that reused only answers whose
+top-1 led the second by that much.
 
 A frame costs the walk only when an answer could come of it. After a changed
 frame the site has no reference (a stopped walk gives no whole signature); the
@@ -67,6 +70,11 @@ DEFAULT_THRESHOLD = 4.0
 MIN_CELLS = 1
 # Reuse any answer (the least lead of its top-1 over the second: none).
 DEFAULT_MIN_MARGIN = 0.0
+# An answer is confirmed (and reused from then on) when the model gave the same
+# top-1 on two frames of the unchanged scene, each leading its second by at least
+# this (confidence units): where the model's answer to a still scene is noise, its
+# runs rarely agree like that (the gate study).
+DEFAULT_CONFIRM_LEAD = 0.05
 # Cell rows the first verdict is taken on (the walker's early stop).
 STOP_ROWS = 2
 # A reference flatter than this (variance of its cells, grey levels squared)
@@ -139,14 +147,18 @@ def source_box(width: int, height: int, box: Optional[Tuple[float, float, float,
             min(width, max(1, int(round(x1)))), min(height, max(1, int(round(y1)))))
 
 
-def residuals(sig: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Per cell of two signatures of one shape (rows, cols, C): how far ``sig``'s
-    colour is from ``ref``'s once the brightness change that best maps ``ref`` onto
-    ``sig`` is taken away (one gain and one offset for all cells and channels,
-    least squares), averaged over the channels; grey levels, (rows, cols).
+def residuals(sig: np.ndarray, ref: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per cell of two signatures of one shape (rows, cols, C), averaged over the
+    channels, in grey levels, (rows, cols) each: how far ``sig``'s colour is from
+    ``ref``'s once the brightness change that best maps ``ref`` onto ``sig`` is
+    taken away (one gain and one offset for all cells and channels, least
+    squares), and the allowance of that cell: half of the correction there.
 
-    In float64 and by plain sums in a fixed order: the same figures on every
-    machine, so the same verdicts."""
+    The allowance covers what a gain does not: pixels clipped at white (or black)
+    do not follow it, so under a flickering light a bright cell moves less than
+    the fit says, by up to about the correction itself. At a steady light the
+    correction is near nothing and so is the allowance. In float64 and by plain
+    sums in a fixed order: the same figures on every machine, so the same verdicts."""
     y = sig.astype(np.float64).reshape(-1)
     x = ref.astype(np.float64).reshape(-1)
     xm, ym = x.mean(), y.mean()
@@ -154,17 +166,25 @@ def residuals(sig: np.ndarray, ref: np.ndarray) -> np.ndarray:
     var = float(np.dot(dx, dx)) / x.size
     gain = float(np.dot(dx, y - ym)) / x.size / var if var > _FLAT else 1.0
     gain = min(max(gain, _GAIN[0]), _GAIN[1])
-    r = np.abs(y - ym - gain * dx).reshape(sig.shape)
-    return r.mean(axis=-1)
+    fitted = ym + gain * dx
+    r = np.abs(y - fitted).reshape(sig.shape).mean(axis=-1)
+    allowance = 0.5 * np.abs(fitted - x).reshape(sig.shape).mean(axis=-1)
+    return r, allowance
 
 
 def changed_cells(sig: np.ndarray, ref: np.ndarray, threshold: float) -> int:
     """How many cells of ``sig`` moved by more than ``threshold`` grey levels from
-    ``ref``'s after the brightness correction (:func:`residuals`); every cell when
-    the shapes differ (another frame size or crop)."""
+    ``ref``'s beyond the brightness correction and its allowance (:func:`residuals`);
+    every cell when the typical cell (the median) moved by more than ``threshold``
+    before the allowance (the brightness fit explains nothing: another scene), or
+    when the shapes differ (another frame size or crop)."""
+    cells = max(int(np.prod(sig.shape[:2])), int(np.prod(ref.shape[:2])))
     if sig.shape != ref.shape:
-        return max(int(np.prod(sig.shape[:2])), int(np.prod(ref.shape[:2])))
-    return int(np.count_nonzero(residuals(sig, ref) > threshold))
+        return cells
+    r, allowance = residuals(sig, ref)
+    if float(np.median(r)) > threshold:
+        return cells
+    return int(np.count_nonzero(r - allowance > threshold))
 
 
 # Frames sent straight to the model after a changed frame, doubling while frames
@@ -180,6 +200,9 @@ class _Site:
     kind: str = ""  # which signature: "jpeg" (DC cells) or "tensor"
     signature: Optional[np.ndarray] = None  # of the last frame run, when reusable
     scores: Optional[np.ndarray] = None  # the model's raw output row for that frame
+    confirmed: bool = False  # the model gave that top-1 twice running on the scene
+    top1: int = -1  # that frame's top-1 class and its lead over the second
+    lead: float = 0.0
     skip: int = 0  # frames left to send to the model without a walk
     backoff: int = 0  # the next skip after a changed frame
     checked: int = 0
@@ -203,7 +226,9 @@ class Plan:
     walk: bool  # take this frame's signature (else: straight to the model)
     ref: Optional[np.ndarray] = None  # compare with this (an answer that may be reused)
     scores: Optional[np.ndarray] = None  # ... which is this
+    confirmed: bool = False  # ... and may be reused (else: run again to confirm it)
     signature: Optional[np.ndarray] = None  # the frame's, when taken whole
+    same: bool = False  # the frame has not changed from ref (decided)
 
 
 # Takes the frame's signature; with a reference, may stop early (None) when the
@@ -222,7 +247,7 @@ class Gate:
     """
 
     def __init__(self, threshold: float, min_margin: float = DEFAULT_MIN_MARGIN, max_sites: int = MAX_SITES,
-                 min_cells: int = MIN_CELLS):
+                 min_cells: int = MIN_CELLS, confirm_lead: float = DEFAULT_CONFIRM_LEAD):
         if threshold <= 0:
             raise ValueError("the gate's threshold must be > 0")
         if min_cells < 1:
@@ -230,6 +255,7 @@ class Gate:
         self.threshold = threshold
         self.min_cells = min_cells
         self.min_margin = min_margin
+        self.confirm_lead = confirm_lead
         self.max_sites = max_sites
         self._sites: "OrderedDict[str, _Site]" = OrderedDict()
         self._lock = threading.Lock()
@@ -274,7 +300,8 @@ class Gate:
                 state.skip -= 1
                 return Plan(site, kind, walk=False)
             if state.signature is not None and state.kind == kind:
-                return Plan(site, kind, walk=True, ref=state.signature, scores=state.scores)
+                return Plan(site, kind, walk=True, ref=state.signature, scores=state.scores,
+                            confirmed=state.confirmed)
             return Plan(site, kind, walk=True)
 
     def decide(self, plan: Plan, sig: Optional[np.ndarray]) -> Optional[np.ndarray]:
@@ -282,7 +309,8 @@ class Gate:
         (None: the walk stopped early, a changed frame, or it failed), or None: run
         the model."""
         plan.signature = sig
-        reuse = plan.ref is not None and sig is not None and not self.changed(sig, plan.ref)
+        plan.same = plan.ref is not None and sig is not None and not self.changed(sig, plan.ref)
+        reuse = plan.same and plan.confirmed
         with self._lock:
             self.totals.checked += 1
             if reuse:
@@ -304,9 +332,17 @@ class Gate:
             return plan, None
         return plan, self.decide(plan, scan(self.stopper(plan.ref)))
 
-    def store(self, plan: Plan, scores: np.ndarray, margin: float) -> None:
+    def store(self, plan: Plan, scores: np.ndarray, margin: float, top1: Optional[int] = None) -> None:
         """Remember the frame the model just ran on (``scores`` is copied), with the
-        lead of its top-1 score over the second (``margin``, in confidence units)."""
+        lead of its top-1 score over the second (``margin``, in confidence units)
+        and its top-1 class (default: the highest score's index).
+
+        A frame that had not changed from an unconfirmed reference confirms it when
+        the model gave both the same top-1, each leading by at least
+        ``confirm_lead``: its answers are reused from then on.
+        Where the model's top-1 changes from one shot of a still scene to the next
+        (a dark or featureless view, its answer noise), no answer is confirmed and
+        the site backs off as after a changed frame."""
         reusable = plan.signature is not None and margin >= self.min_margin
         with self._lock:
             self.totals.run += 1
@@ -324,11 +360,15 @@ class Gate:
                 return  # a frame sent straight to the model: the reference stays
             if created:
                 state.checked += 1  # its first frame, walked before the site existed
+            top = int(np.argmax(scores)) if top1 is None else top1
+            stable = (plan.same and state.top1 == top and min(state.lead, margin) >= self.confirm_lead)
+            state.top1, state.lead = top, margin
             state.kind = plan.kind
             state.signature = plan.signature if reusable else None
             state.scores = scores.copy() if reusable else None
-            if plan.ref is not None or not reusable:
-                # Changed (or not sure enough to reuse): back off while it lasts.
+            state.confirmed = reusable and stable
+            if (plan.ref is not None and not stable) or not reusable:
+                # Changed, not confirmed (or not sure enough to reuse): back off while it lasts.
                 state.skip = state.backoff
                 state.backoff = min(2 * state.backoff + 1, MAX_BACKOFF)
 
@@ -345,6 +385,7 @@ class Gate:
                 "threshold": self.threshold,
                 "min_cells": self.min_cells,
                 "min_margin": self.min_margin,
+                "confirm_lead": self.confirm_lead,
                 "checked": self.totals.checked,
                 "reused": self.totals.reused,
                 "run": self.totals.run,
