@@ -40,6 +40,10 @@ def _with_object(rgb: np.ndarray, patch: np.ndarray, x: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pairs(images) -> List[Tuple[str, bytes, bytes]]:
+    return frame_pairs(images)
+
+
+def frame_pairs(images: Dict[str, bytes]) -> List[Tuple[str, bytes, bytes]]:
     """(what, reference frame, frame): still shots, gain drift, a cut, a small
     object (a fifth of each side) moved by 2 to 24 pixels, and near the threshold."""
     cat, owl = _view(images, "cat_720p.jpg"), _view(images, "owl.jpg")

@@ -315,10 +315,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     clf.close()
 
     chosen = choose(rows["tuning"])
-    default = (DEFAULT_THRESHOLD, MIN_CELLS, DEFAULT_CONFIRM_LEAD)
+    code = (DEFAULT_THRESHOLD, MIN_CELLS, DEFAULT_CONFIRM_LEAD)
     print(f"\nchosen on the tuning part: threshold {chosen[0]}, min_cells {chosen[1]}, confirm_lead {chosen[2]} "
-          f"(the code's defaults: {default[0]}, {default[1]}, {default[2]})")
-    print(f"\nat the defaults (threshold {default[0]}, min_cells {default[1]}, confirm_lead {default[2]}):")
+          f"(the code's defaults: {code[0]}, {code[1]}, {code[2]})")
+    if chosen != code:
+        print("  the code's defaults differ: set them in pyai/gate.py (the rows below are the chosen ones)")
+    default = chosen
+    print(f"\nat the chosen values (threshold {default[0]}, min_cells {default[1]}, confirm_lead {default[2]}):")
     print(f"  {'part':9s} {'sequence':30s} {'frames':>6s} {'reused':>7s} {'agreement':>9s} {'strict':>7s} {'cuts':>5s} "
           f"{'speed-up':>8s}")
     for part in ("tuning", "held-out"):
@@ -344,8 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = benchlib.RESULTS / f"{benchlib.results_stem(info)}-gate.json"
         out.write_text(json.dumps({"machine": info, "date": time.strftime("%Y-%m-%d", time.gmtime()),
                                    "command": "flock /tmp/pyai-timing.lock tox -e gate",
-                                   "default_threshold": DEFAULT_THRESHOLD, "default_min_cells": MIN_CELLS,
-                                   "default_confirm_lead": DEFAULT_CONFIRM_LEAD,
+                                   "code_defaults": {"threshold": code[0], "min_cells": code[1],
+                                                     "confirm_lead": code[2]},
                                    "chosen_on_tuning": {"threshold": chosen[0], "min_cells": chosen[1],
                                                         "confirm_lead": chosen[2]},
                                    "near_tie": NEAR_TIE, "clip_quality": CLIP_QUALITY,
