@@ -80,6 +80,9 @@ STOP_ROWS = 2
 # A reference flatter than this (variance of its cells, grey levels squared)
 # gives no gain to fit: the offset alone is taken away.
 _FLAT = 1.0
+# Two signatures correlating less than this are of different scenes, however
+# faint (noise and a brightness change leave two shots of one scene at 0.99+).
+MIN_CORRELATION = 0.9
 # The brightness correction's gain is kept within these.
 _GAIN = (0.5, 2.0)
 
@@ -147,12 +150,13 @@ def source_box(width: int, height: int, box: Optional[Tuple[float, float, float,
             min(width, max(1, int(round(x1)))), min(height, max(1, int(round(y1)))))
 
 
-def residuals(sig: np.ndarray, ref: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def residuals(sig: np.ndarray, ref: np.ndarray) -> Tuple[np.ndarray, np.ndarray, float]:
     """Per cell of two signatures of one shape (rows, cols, C), averaged over the
     channels, in grey levels, (rows, cols) each: how far ``sig``'s colour is from
     ``ref``'s once the brightness change that best maps ``ref`` onto ``sig`` is
     taken away (one gain and one offset for all cells and channels, least
-    squares), and the allowance of that cell: half of the correction there.
+    squares), and the allowance of that cell: half of the correction there; and
+    the correlation of the two (1.0 when either is flat).
 
     The allowance covers what a gain does not: pixels clipped at white (or black)
     do not follow it, so under a flickering light a bright cell moves less than
@@ -162,27 +166,30 @@ def residuals(sig: np.ndarray, ref: np.ndarray) -> Tuple[np.ndarray, np.ndarray]
     y = sig.astype(np.float64).reshape(-1)
     x = ref.astype(np.float64).reshape(-1)
     xm, ym = x.mean(), y.mean()
-    dx = x - xm
-    var = float(np.dot(dx, dx)) / x.size
-    gain = float(np.dot(dx, y - ym)) / x.size / var if var > _FLAT else 1.0
+    dx, dy = x - xm, y - ym
+    var, var_y = float(np.dot(dx, dx)) / x.size, float(np.dot(dy, dy)) / y.size
+    cov = float(np.dot(dx, dy)) / x.size
+    corr = cov / float(np.sqrt(var * var_y)) if var > _FLAT and var_y > _FLAT else 1.0
+    gain = cov / var if var > _FLAT else 1.0
     gain = min(max(gain, _GAIN[0]), _GAIN[1])
     fitted = ym + gain * dx
     r = np.abs(y - fitted).reshape(sig.shape).mean(axis=-1)
     allowance = 0.5 * np.abs(fitted - x).reshape(sig.shape).mean(axis=-1)
-    return r, allowance
+    return r, allowance, corr
 
 
 def changed_cells(sig: np.ndarray, ref: np.ndarray, threshold: float) -> int:
     """How many cells of ``sig`` moved by more than ``threshold`` grey levels from
     ``ref``'s beyond the brightness correction and its allowance (:func:`residuals`);
     every cell when the typical cell (the median) moved by more than ``threshold``
-    before the allowance (the brightness fit explains nothing: another scene), or
-    when the shapes differ (another frame size or crop)."""
+    before the allowance or the two correlate less than MIN_CORRELATION (the
+    brightness fit explains little: another scene, even a faint one), or when the
+    shapes differ (another frame size or crop)."""
     cells = max(int(np.prod(sig.shape[:2])), int(np.prod(ref.shape[:2])))
     if sig.shape != ref.shape:
         return cells
-    r, allowance = residuals(sig, ref)
-    if float(np.median(r)) > threshold:
+    r, allowance, corr = residuals(sig, ref)
+    if float(np.median(r)) > threshold or corr < MIN_CORRELATION:
         return cells
     return int(np.count_nonzero(r - allowance > threshold))
 
