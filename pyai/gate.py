@@ -66,8 +66,8 @@ MAX_SITES = 256
 # The threshold ``skip_unchanged = true`` stands for: grey levels a cell's colour
 # must move by, after the brightness correction, to count as changed; and how
 # many changed cells make a changed frame (docs/fixed-cameras.md, the gate study).
-DEFAULT_THRESHOLD = 4.0
-MIN_CELLS = 1
+DEFAULT_THRESHOLD = 8.0
+MIN_CELLS = 3
 # Reuse any answer (the least lead of its top-1 over the second: none).
 DEFAULT_MIN_MARGIN = 0.0
 # An answer is confirmed (and reused from then on) when the model gave the same

@@ -260,7 +260,7 @@ def test_changed_cells_ignore_brightness_and_contrast_drift_but_not_a_local_chan
 
 
 def test_a_frame_has_changed_by_its_first_rows_or_by_all_of_them():
-    gate = Gate(4.0)
+    gate = Gate(4.0, min_cells=1)
     ref = np.random.default_rng(3).uniform(20, 230, (16, 16, 3)).astype(np.float32)
     assert not gate.changed(ref + 1.5, ref)
     top, bottom = ref.copy(), ref.copy()
