@@ -14,7 +14,9 @@ them (:func:`changed_cells`): the brightness change that best maps the reference
 cells onto this frame's (a gain and an offset, least squares) is taken away first,
 so a camera's gain drift or a flickering light moves no cell, while an object that
 enters, moves or leaves moves the cells it covers whatever the rest of the frame
-does. Sensor noise and JPEG re-encoding average out inside a cell. The same rule
+does; a frame whose typical cell moved, or whose cells hardly correlate with the
+reference's, is another scene. Sensor noise and JPEG re-encoding average out
+inside a cell. The same rule
 is applied to the first ``STOP_ROWS`` cell rows alone and to the whole grid
 (:meth:`Gate.changed`); the walker asks the first question as soon as those rows
 are decoded and stops there on a yes, so a cut to another scene costs two cell
@@ -24,10 +26,10 @@ not on how the walk was split over the cores, nor on the run.
 Any answer may be reused, whatever the model thought of the frame: a still scene
 is still, and the model's answer to it does not change with it, sure or not. Once
 it has been given twice: after a change the model runs on the first two frames of
-the new scene, and its answer is reused only when both have the same top-1 (where
-the model's answer to a still scene is noise, as on a dark view, none is
-reused). ``min_margin`` > 0 restores the old rule that reused only answers whose
-top-1 led the second by that much.
+the new scene, and its answer is reused only when both have the same top-1, each
+leading its second by at least ``confirm_lead`` (where the model's answer to a
+still scene is noise, as on a dark view, none is reused). ``min_margin`` > 0
+reuses only answers whose top-1 led the second by that much.
 
 A frame costs the walk only when an answer could come of it. After a changed
 frame the site has no reference (a stopped walk gives no whole signature); the
