@@ -27,6 +27,15 @@
  * the plugin's decoder rejects never gets a signature.
  */
 
+/* No fused multiply-adds, whatever the build's flags: the cell means must be the
+   same to the bit on x86-64 and aarch64 (where gcc fuses by default), so that
+   the gate's verdicts are. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 #ifndef DCSIG_NO_PYTHON
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
