@@ -1099,7 +1099,13 @@ walk(const jpeg_t *j, const layout_t *L, cells_t *c, walk_t *w, result_t *res)
             spec.start = start;
             spec.at_rst = at_rst;
             spec.start_pos = 8 * data_bytes(j->scan, start, j->end);
-            spec.cap = L->total + 16;
+            /* Records for the MCUs the second half can hold: a block takes 2
+               bits at least (a DC code and an end of block), so a frame whose
+               header claims far more MCUs than its data could encode (an
+               800-byte frame "of" 65535x65535) does not size the records by
+               its claim (found by the fuzz target: gigabytes). */
+            long by_bits = (long)((j->end - start) * 8 / (2 * L->nb)) + 16;
+            spec.cap = L->total + 16 < by_bits ? L->total + 16 : by_bits;
             spec.t_submit = now_us();
 #ifdef __linux__
             spec.caller_cpu = sched_getcpu();
