@@ -11,9 +11,11 @@
  * walker only needs each AC code's length: one table lookup gives a code's
  * length plus its value bits, so an AC coefficient costs a lookup and a shift.
  *
- * With a reference signature it stops early: once the cell rows decoded so far
- * are farther than the threshold from the reference's (prefix_far), the frame
- * has changed, so a cut to another scene costs the first rows only.
+ * It may stop early, and always at the same place: once the first stop_rows
+ * cell rows are complete (whichever core walked them) it asks the caller's
+ * stop function about them, once, and a yes ends the walk, so a cut to another
+ * scene costs those rows only.  The verdict is the caller's (the gate's one
+ * definition of a changed frame), never a matter of how the walk was split.
  *
  * Baseline (SOF0/SOF1), 8-bit, one interleaved scan, grey or three components
  * with sampling factors dividing the largest: everything else (progressive,
@@ -25,8 +27,19 @@
  * the plugin's decoder rejects never gets a signature.
  */
 
+/* No fused multiply-adds, whatever the build's flags: the cell means must be the
+   same to the bit on x86-64 and aarch64 (where gcc fuses by default), so that
+   the gate's verdicts are. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#ifndef DCSIG_NO_PYTHON
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#endif
 
 #include <math.h>
 #include <pthread.h>
@@ -45,6 +58,12 @@
 /* Lookup width of the AC tables that take several codes at once. */
 #define GROUP_BITS 12
 #define MAX_GRID 64
+/* Scan data a frame needs before its walk is split over two cores: below it,
+   waking the helper costs more than it saves.  The fuzz target lowers it so
+   small inputs take the split path too. */
+#ifndef SPLIT_MIN_BYTES
+#define SPLIT_MIN_BYTES (24 * 1024)
+#endif
 #define MAX_COMPS 3
 
 typedef struct {
@@ -174,6 +193,10 @@ build_huff(huff_t *t, const uint8_t *counts, const uint8_t *vals, int nvals, int
         int n = counts[l - 1];
         if (n) {
             for (int i = 0; i < n; i++, k++, code++) {
+                /* More codes than the length has room for: refused below by
+                   libjpeg's rule too, but before writing past the lookup. */
+                if (code >= (1 << l))
+                    FAIL(CORRUPT, "bad Huffman table");
                 if (l <= FAST_BITS) {
                     int lo = code << (FAST_BITS - l), span = 1 << (FAST_BITS - l);
                     for (int j = 0; j < span; j++) {
@@ -375,9 +398,10 @@ parse_headers(const uint8_t *data, size_t size, jpeg_t *j, result_t *res)
         case 0xE0:
             if (e - s >= 14 && !memcmp(s, "JFIF", 5)) {
                 j->jfif = 1;
-                /* libjpeg warns of other revisions, and the plugin's decoder
-                   takes a warning as an error. */
-                if (s[5] != 1 && s[5] != 2)
+                /* libjpeg warns of other revisions (libjpeg-turbo 2.1 of 2.x
+                   too: found by the fuzz target), and the plugin's decoders
+                   take a warning as an error. */
+                if (s[5] != 1)
                     FAIL(CORRUPT, "unknown JFIF revision");
             }
             break;
@@ -560,47 +584,6 @@ cell_rgb(const jpeg_t *j, const cells_t *c, int cy, int cx, float out[3])
         out[1] = y - 0.34414f * cb - 0.71414f * cr;
         out[2] = y + 1.77200f * cb;
     }
-}
-
-static int
-cmp_float(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
-/* How far the cells seen so far are from the reference: the mean of |d - c|
-   over their differences d, for the brightness shift c that fits them best
-   (their median).  The gate asks this of every prefix of cell rows, from the
-   top, as well as of the whole frame: a frame whose top rows already differ
-   by more than the threshold is a changed frame, whatever the rows below, so
-   a cut to another scene costs the first cell row of the walk.  Around their
-   own mean the values spread at least as far as around their median, so the
-   sort is only done when that cheaper figure is over the threshold (never,
-   for a look-alike frame). */
-static int
-prefix_far(const float *d, int n, double threshold)
-{
-    if (n == 0)
-        return 0;
-    double mean = 0.0, spread = 0.0;
-    for (int i = 0; i < n; i++)
-        mean += d[i];
-    mean /= n;
-    for (int i = 0; i < n; i++)
-        spread += fabs((double)d[i] - mean);
-    if (spread / n <= threshold)
-        return 0;
-    float *tmp = (float *)malloc(sizeof(float) * (size_t)n);
-    if (!tmp)
-        return 0;
-    memcpy(tmp, d, sizeof(float) * (size_t)n);
-    qsort(tmp, (size_t)n, sizeof(float), cmp_float);
-    double med = tmp[n / 2], s = 0.0;
-    for (int i = 0; i < n; i++)
-        s += fabs((double)tmp[i] - med);
-    free(tmp);
-    return s / n > threshold;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1053,15 +1036,19 @@ split_point(const jpeg_t *j, int *at_rst)
 
 /* --- the main walk ------------------------------------------------------- */
 
+/* Asked once, about the first rows cell rows of out (rows * gx * 3 floats):
+   1 ends the walk (a changed frame), 0 goes on. */
+typedef int (*stop_fn)(void *ctx, const float *out, int rows, int gx);
+
 typedef struct {
-    const float *ref; /* gy * gx * 3, or NULL */
-    double threshold;
     float *out;       /* gy * gx * 3 */
-    int stopped;      /* 1: farther than threshold before the end */
+    stop_fn stop;     /* or NULL: walk to the end */
+    void *stop_ctx;
+    int stop_rows;    /* ask stop when this many cell rows are complete */
+    int stopped;      /* 1: stop said so */
     int threads;      /* 2: split when worth it */
     int split;        /* out: 1 when the second walk's MCUs were used */
-    float *d;         /* the seen cells' differences from ref */
-    int nd, band;
+    int band;
 } walk_t;
 
 static inline void
@@ -1077,24 +1064,22 @@ add_mcu(const jpeg_t *j, const layout_t *L, cells_t *c, int mx, int my, const in
     }
 }
 
-/* Cell rows complete after MCU row my: their means, and 1 when the frame is
-   already farther than the threshold from the reference. */
+/* Cell rows complete after MCU row my: their means, and 1 when the stop
+   function, asked the moment the first stop_rows rows are complete (only
+   then, and only when rows are left to walk), says the frame has changed.
+   Only the walk's own thread gets here, from the top or from the second
+   core's records, so it is asked about the same rows whatever the split. */
 static int
 rows_done(const jpeg_t *j, cells_t *c, walk_t *w, int my)
 {
     int far = 0;
     while (w->band < c->gy && c->band_end[w->band] <= my) {
         int band = w->band;
-        for (int cx = 0; cx < c->gx; cx++) {
-            float *o = w->out + 3 * (band * c->gx + cx);
-            cell_rgb(j, c, band, cx, o);
-            if (w->d)
-                for (int ch = 0; ch < 3; ch++)
-                    w->d[w->nd++] = o[ch] - w->ref[3 * (band * c->gx + cx) + ch];
-        }
+        for (int cx = 0; cx < c->gx; cx++)
+            cell_rgb(j, c, band, cx, w->out + 3 * (band * c->gx + cx));
         w->band++;
-        if (w->d && w->band < c->gy && prefix_far(w->d, w->nd, w->threshold))
-            far = 1;
+        if (w->stop && w->band == w->stop_rows && w->band < c->gy)
+            far = w->stop(w->stop_ctx, w->out, w->band, c->gx) != 0;
     }
     return far;
 }
@@ -1102,16 +1087,11 @@ rows_done(const jpeg_t *j, cells_t *c, walk_t *w, int my)
 static int
 walk(const jpeg_t *j, const layout_t *L, cells_t *c, walk_t *w, result_t *res)
 {
-    int total = c->gx * c->gy * 3;
-    w->d = w->ref ? (float *)malloc(sizeof(float) * (size_t)total) : NULL;
-    if (w->ref && !w->d)
-        FAIL(CORRUPT, "out of memory");
-
     /* The second core from the middle, for frames where it pays. */
     spec_t spec, *s = NULL;
     int submitted = 0;
     memset(&spec, 0, sizeof spec);
-    if (w->threads > 1 && j->end - j->scan >= 24 * 1024) {
+    if (w->threads > 1 && j->end - j->scan >= SPLIT_MIN_BYTES) {
         int at_rst;
         const uint8_t *start = split_point(j, &at_rst);
         if (start) {
@@ -1120,7 +1100,13 @@ walk(const jpeg_t *j, const layout_t *L, cells_t *c, walk_t *w, result_t *res)
             spec.start = start;
             spec.at_rst = at_rst;
             spec.start_pos = 8 * data_bytes(j->scan, start, j->end);
-            spec.cap = L->total + 16;
+            /* Records for the MCUs the second half can hold: a block takes 2
+               bits at least (a DC code and an end of block), so a frame whose
+               header claims far more MCUs than its data could encode (an
+               800-byte frame "of" 65535x65535) does not size the records by
+               its claim (found by the fuzz target: gigabytes). */
+            long by_bits = (long)((j->end - start) * 8 / (2 * L->nb)) + 16;
+            spec.cap = L->total + 16 < by_bits ? L->total + 16 : by_bits;
             spec.t_submit = now_us();
 #ifdef __linux__
             spec.caller_cpu = sched_getcpu();
@@ -1239,8 +1225,11 @@ walk(const jpeg_t *j, const layout_t *L, cells_t *c, walk_t *w, result_t *res)
                 diff[i] = rec->diff[i];
             int mx = (int)(m % L->mcux), my = (int)(m / L->mcux);
             add_mcu(j, L, c, mx, my, diff, pred);
-            if (mx == L->mcux - 1)
-                rows_done(j, c, w, my);
+            if (mx == L->mcux - 1 && rows_done(j, c, w, my)) {
+                w->stopped = 1;
+                s = NULL;
+                goto out;
+            }
         }
         if (!s->rec[r + need - 1].tail_ok) {
             why = "extraneous bytes or no end marker after the scan";
@@ -1262,8 +1251,6 @@ out:
     }
     if (submitted)
         helper_release();
-    free(w->d);
-    w->d = NULL;
     return rc;
 }
 
@@ -1324,6 +1311,7 @@ free_cells(cells_t *c)
     }
 }
 
+#ifndef DCSIG_NO_PYTHON
 static long n_calls, n_split, n_stopped;
 
 PyDoc_STRVAR(stats_doc, "stats()\n--\n\nCounters since import; see native_dcsig.pyi.");
@@ -1338,8 +1326,50 @@ stats(PyObject *self, PyObject *unused)
                          __atomic_load_n(&n_stopped, __ATOMIC_RELAXED));
 }
 
+/* The stop function from Python: called on the walk's own thread with the GIL
+   released, so it takes the GIL for the call. An exception ends the walk and is
+   raised by cell_means. */
+typedef struct {
+    PyObject *fn;
+    PyObject *type, *value, *tb;
+} py_stop_t;
+
+static int
+py_stop(void *ctx, const float *out, int rows, int gx)
+{
+    py_stop_t *ps = (py_stop_t *)ctx;
+    PyGILState_STATE g = PyGILState_Ensure();
+    int answer = 1;
+    PyObject *view = PyMemoryView_FromMemory((char *)out, (Py_ssize_t)rows * gx * 3 * (Py_ssize_t)sizeof(float),
+                                             PyBUF_READ);
+    PyObject *r = view ? PyObject_CallFunction(ps->fn, "Oii", view, rows, gx) : NULL;
+    if (r) {
+        answer = PyObject_IsTrue(r);
+        Py_DECREF(r);
+    }
+    if (answer < 0 || PyErr_Occurred()) {
+        answer = 1;
+        PyErr_Fetch(&ps->type, &ps->value, &ps->tb);
+    }
+    if (view) {
+        /* The memory is the walk's: no view of it may outlive the call. */
+        PyObject *rel = PyObject_CallMethod(view, "release", NULL);
+        Py_XDECREF(rel);
+        Py_DECREF(view);
+        if (PyErr_Occurred()) {
+            answer = 1;
+            if (ps->type)
+                PyErr_Clear();
+            else
+                PyErr_Fetch(&ps->type, &ps->value, &ps->tb);
+        }
+    }
+    PyGILState_Release(g);
+    return answer;
+}
+
 PyDoc_STRVAR(cell_means_doc,
-"cell_means(data, box, grid=16, ref=None, threshold=0.0, threads=2)\n--\n\n"
+"cell_means(data, box, grid=16, stop=None, stop_rows=2, threads=2)\n--\n\n"
 "RGB means of a grid of cells over ``box`` of a JPEG frame, from its DC\n"
 "coefficients; see native_dcsig.pyi.");
 
@@ -1347,25 +1377,28 @@ static PyObject *
 cell_means(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     (void)self;
-    static char *kwlist[] = {"data", "box", "grid", "ref", "threshold", "threads", NULL};
-    Py_buffer data, refbuf;
+    static char *kwlist[] = {"data", "box", "grid", "stop", "stop_rows", "threads", NULL};
+    Py_buffer data;
     int x0, y0, x1, y1, grid = 16;
-    PyObject *ref = Py_None;
-    double threshold = 0.0;
+    PyObject *stop = Py_None;
+    int stop_rows = 2;
     int threads = 2;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*(iiii)|iOdi:cell_means", kwlist, &data, &x0, &y0, &x1, &y1,
-                                     &grid, &ref, &threshold, &threads))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*(iiii)|iOii:cell_means", kwlist, &data, &x0, &y0, &x1, &y1,
+                                     &grid, &stop, &stop_rows, &threads))
         return NULL;
     PyObject *out = NULL;
     cells_t *c = NULL;
     jpeg_t *j = NULL;
-    float *sig = NULL, *refcopy = NULL;
+    float *sig = NULL;
     result_t res = {OK, NULL};
-    int have_ref = 0;
-    memset(&refbuf, 0, sizeof refbuf);
+    py_stop_t ps = {NULL, NULL, NULL, NULL};
 
     if (grid < 4 || grid > MAX_GRID) {
         PyErr_Format(PyExc_ValueError, "grid must be 4..%d", MAX_GRID);
+        goto done;
+    }
+    if (stop != Py_None && !PyCallable_Check(stop)) {
+        PyErr_SetString(PyExc_TypeError, "stop must be callable or None");
         goto done;
     }
     j = (jpeg_t *)calloc(1, sizeof *j);
@@ -1385,23 +1418,6 @@ cell_means(PyObject *self, PyObject *args, PyObject *kwargs)
     if (make_layout(j, &L, &res) || setup_cells(j, &L, c, x0, y0, x1, y1, grid, &res))
         goto failed;
     size_t n = (size_t)c->gx * c->gy * 3;
-    if (ref != Py_None) {
-        if (PyObject_GetBuffer(ref, &refbuf, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
-            goto done;
-        have_ref = 1;
-        if (!refbuf.format || strcmp(refbuf.format, "f") || (size_t)refbuf.len != n * sizeof(float)) {
-            /* Another grid (the frame size changed): nothing to compare with. */
-            PyBuffer_Release(&refbuf);
-            have_ref = 0;
-        } else {
-            refcopy = (float *)malloc(n * sizeof(float));
-            if (!refcopy) {
-                PyErr_NoMemory();
-                goto done;
-            }
-            memcpy(refcopy, refbuf.buf, n * sizeof(float));
-        }
-    }
     sig = (float *)calloc(n, sizeof(float));
     if (!sig) {
         PyErr_NoMemory();
@@ -1409,9 +1425,13 @@ cell_means(PyObject *self, PyObject *args, PyObject *kwargs)
     }
     walk_t w;
     memset(&w, 0, sizeof w);
-    w.ref = refcopy;
-    w.threshold = threshold;
     w.out = sig;
+    if (stop != Py_None) {
+        ps.fn = stop;
+        w.stop = py_stop;
+        w.stop_ctx = &ps;
+        w.stop_rows = stop_rows;
+    }
     w.threads = threads;
     int rc;
     Py_BEGIN_ALLOW_THREADS
@@ -1422,6 +1442,11 @@ cell_means(PyObject *self, PyObject *args, PyObject *kwargs)
         __atomic_add_fetch(&n_split, 1, __ATOMIC_RELAXED);
     if (w.stopped)
         __atomic_add_fetch(&n_stopped, 1, __ATOMIC_RELAXED);
+    if (ps.type) {
+        /* The stop function raised: its exception, as it was. */
+        PyErr_Restore(ps.type, ps.value, ps.tb);
+        goto done;
+    }
     if (rc)
         goto failed;
     if (w.stopped) {
@@ -1453,8 +1478,6 @@ failed:
     PyErr_SetString(res.status == UNSUPPORTED ? PyExc_NotImplementedError : PyExc_ValueError,
                     res.why ? res.why : "bad JPEG");
 done:
-    if (have_ref)
-        PyBuffer_Release(&refbuf);
     if (c)
         free_cells(c);
     free(c);
@@ -1463,7 +1486,6 @@ done:
             free(j->owned[i]);
     free(j);
     free(sig);
-    free(refcopy);
     PyBuffer_Release(&data);
     return out;
 }
@@ -1492,3 +1514,4 @@ PyInit_native_dcsig(void)
 {
     return PyModuleDef_Init(&moduledef);
 }
+#endif /* DCSIG_NO_PYTHON */

@@ -1,4 +1,4 @@
-from typing import Any, Optional, TypedDict
+from typing import Any, Callable, Optional, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -14,8 +14,8 @@ def cell_means(
     data: Any,
     box: tuple[int, int, int, int],
     grid: int = 16,
-    ref: Optional[npt.NDArray[np.float32]] = None,
-    threshold: float = 0.0,
+    stop: Optional[Callable[[memoryview, int, int], bool]] = None,
+    stop_rows: int = 2,
     threads: int = 2,
 ) -> Optional[npt.NDArray[np.float32]]:
     """
@@ -38,13 +38,16 @@ def cell_means(
               hold no block of the most subsampled component (the grid is
               then min(grid, box side // that block's footprint)); under 4
               is NotImplementedError
-        ref: a previous result to compare with (float32, same grid), or
-             None; default None. Of another shape, it is ignored
-        threshold: with ref, stop as soon as the cell rows walked so far,
-                   from the top, differ from ref's by more than this: the
-                   mean absolute difference after the brightness shift
-                   that fits them best (their median difference); default
-                   0.0
+        stop: None, or a function asked once, when the first stop_rows
+              cell rows are complete, stop(cells, rows, cols): cells is a
+              read-only memoryview of rows * cols * 3 float32 (the means
+              so far, row-major, valid during the call only); a true
+              answer ends the walk (the frame has changed) and
+              cell_means returns None. The same rows are asked about
+              whether one core or two walked them; not asked when the
+              grid has no more than stop_rows rows. Its exception is
+              raised by cell_means; default None
+        stop_rows: when to ask stop; default 2
         threads: 2 walks a frame with over 24 KiB of entropy-coded data on
                  two cores (one from the start, one from the middle,
                  joined where their MCUs meet; at a restart marker when
@@ -62,9 +65,7 @@ def cell_means(
         TypeError: data without the buffer protocol
 
     Returns:
-        float32 array (rows, cols, 3), or None when ref was given and the
-        walk stopped early (the frame differs from ref by more than
-        threshold)
+        float32 array (rows, cols, 3), or None when stop ended the walk
     """
 
 

@@ -19,7 +19,8 @@ from .batching import BatchedModel, BatchRewriteError
 from .config import Config, load_config
 from .crop import Box, Crop
 from .decode import Header, Limits, check, decode, inspect, jpeg_splitter
-from .gate import Gate, Plan, jpeg_signature, margin, signature, source_box, walker_available, walker_stats
+from .gate import Gate, source_box, walker_available, walker_stats
+from .gatekeeper import Gatekeeper, Peek
 from .labels import Result
 from .merge import merge_scores
 from .model import Model
@@ -72,11 +73,10 @@ class Classifier:
         self._engine_lock = threading.Lock()
         # The unchanged-frame gate (skip_unchanged); None keeps today's path untouched.
         self.gate = Gate(cfg.skip_unchanged, cfg.skip_unchanged_margin) if cfg.skip_unchanged > 0 else None
-        # Signatures in grey levels whatever the input type; margins in confidence units.
-        self._signature_scale = (cfg.std or 1.0) if self.model.input.dtype == np.float32 else 1.0
-        self._margin_scale = 1.0 if self.model.output_dtype == np.float32 else self.model.output_scale
-        # The DC walk runs instead of the split decoder, on the same cores.
-        self._walk_threads = max(1, cfg.jpeg_decode_threads)
+        self.gatekeeper = None if self.gate is None else Gatekeeper(
+            self.gate, walk_threads=max(1, cfg.jpeg_decode_threads),
+            signature_scale=(cfg.std or 1.0) if self.model.input.dtype == np.float32 else 1.0,
+            margin_scale=1.0 if self.model.output_dtype == np.float32 else self.model.output_scale)
         # crop_mode=squares: the batch-rewritten model its squares run on, made on first use.
         self._views_model: Any = None
         self.warm_up()
@@ -189,43 +189,16 @@ class Classifier:
     ) -> Result:
         """Top-k labels of one encoded image (``label`` once its bytes are known):
         through the unchanged-frame gate at ``site`` when it is on."""
-        gate = self.gate
-        if gate is None:
+        if self.gatekeeper is None:
             frame = self.decode_bytes(data, reuse=True, split=True, crop=crop)
             return self.label_frame(frame, top_k, min_confidence, crop=crop)
         header = inspect(data)
         check(header, self.limits)
-        if header.kind == "jpeg":
-            plan = gate.plan(site, "jpeg")
-            scores = None
-            try:
-                if plan.walk:
-                    scores = self._jpeg_gate(gate, plan, data, header, crop)
-            except NotImplementedError:
-                pass  # a JPEG the walker does not read: the tensor's signature below
-            else:
-                if scores is not None:
-                    return self.results(scores, top_k, min_confidence)
-                frame = self.decode_bytes(data, reuse=True, split=True, crop=crop, header=header)
-                with self._lock:
-                    raw = self.infer(frame, crop)
-                    gate.store(plan, raw, margin(raw, self._margin_scale))
-                    return self.results(raw, top_k, min_confidence)
-        frame = self.decode_bytes(data, reuse=True, split=True, crop=crop, header=header)
-        return self.label_gated(frame, site, top_k, min_confidence, crop=crop)
-
-    def _jpeg_gate(self, gate: Gate, plan: Plan, data: bytes | memoryview, header: Header,
-                   crop: Crop | None) -> np.ndarray | None:
-        """The JPEG's signature from its DC coefficients, checked at ``plan``'s site:
-        the reused scores, or None."""
-        try:
-            sig = jpeg_signature(data, self.signature_box(header.width, header.height, crop), plan.ref,
-                                 gate.threshold, self._walk_threads)
-        except ValueError:
-            # Corrupt by the walker's strict rules: never a reused answer. The
-            # decoder has the last word (and the error message).
-            sig = None
-        return gate.decide(plan, sig)
+        scores = self.gatekeeper.scores(
+            site, data, header.kind, self.signature_box(header.width, header.height, crop),
+            decode=lambda: self.decode_bytes(data, reuse=True, split=True, crop=crop, header=header),
+            infer=lambda frame, peek: self._infer(frame, crop, peek))
+        return self.results(scores, top_k, min_confidence)
 
     def label_gated(
         self, frame: np.ndarray, site: str, top_k: int | None = None, min_confidence: float | None = None,
@@ -233,21 +206,24 @@ class Classifier:
     ) -> Result:
         """Top-k labels of one decoded frame through the gate: the scores of the
         site's last run frame if this one looks the same, else a run (remembered)."""
-        gate = self.gate
-        if gate is None:
+        if self.gatekeeper is None:
             return self.label_frame(frame, top_k, min_confidence, crop=crop)
-        model = self.model
+        scores = self.gatekeeper.frame_scores(site, frame, lambda f, peek: self._infer(f, crop, peek))
+        return self.results(scores, top_k, min_confidence)
+
+    def _infer(self, frame: np.ndarray, crop: Crop | None, peek: Peek | None = None) -> np.ndarray:
+        """Stages 3-4 for the gate: fill the input tensor, let ``peek`` answer from it
+        if it can, else run; a copy of the raw scores (the next run overwrites them)."""
         with self._lock:
-            tensor = model.input_slot(0)
+            tensor = self.model.input_slot(0)
             self.fill(frame, tensor, crop)
-            # From the tensor the resize just wrote (in cache), which a changed frame
-            # goes on to run with: the check costs a changed frame only the sampling.
-            # The tensor is of the crop region, so a different crop is a different frame.
-            plan, scores = gate.consult(site, "tensor", lambda ref, thr: signature(tensor, self._signature_scale))
-            if scores is None:
-                scores = self.infer(frame, crop, filled=True)
-                gate.store(plan, scores, margin(scores, self._margin_scale))
-            return self.results(scores, top_k, min_confidence)
+            if peek is not None:
+                reused = peek(tensor)
+                if reused is not None:
+                    return reused
+            # The tensor holds the region around every view: one view runs as it is,
+            # several are filled again each into its own batch row.
+            return np.array(self.infer(frame, crop, filled=True), copy=True)
 
     def label_frame(
         self, frame: np.ndarray, top_k: int | None = None, min_confidence: float | None = None,

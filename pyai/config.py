@@ -103,14 +103,15 @@ class Config:
     self_heal: the plugin process starts a guardian process that replaces it if it
         dies (eKuiper never restarts a function plugin); see pyai/plugin/guardian.py.
     skip_unchanged: the unchanged-frame gate's threshold (pyai/gate.py); 0 = off.
-        A frame whose signature is within it of the last frame the model ran on at
-        the same call site gets that frame's answer. ``true``/``on`` = the default
+        A frame none of whose cells moved by more than this many grey levels
+        (brightness change taken away) from the last frame the model ran on at the
+        same call site gets that frame's answer. ``true``/``on`` = the default
         threshold the gate study picked (``pyai.gate.DEFAULT_THRESHOLD``).
     reload_check_s: how often the plugin process checks its config file and the model
         and labels files it names; a change loads the new model beside the old one and
         swaps them (pyai/plugin/model_watch.py). 0 = never (a change then needs a restart).
     skip_unchanged_margin: the gate reuses an answer only if its top-1 score led the
-        second by at least this much (near-ties flip on noise alone); 0 = always.
+        second by at least this much; 0 (default) = any answer.
     """
 
     model: str = "tf2_mobilenet_v2_1.0_224_ptq.tflite"
@@ -141,7 +142,7 @@ class Config:
     stats_log_interval_s: float = 60.0
     self_heal: bool = True
     skip_unchanged: float = 0.0
-    skip_unchanged_margin: float = 0.3
+    skip_unchanged_margin: float = 0.0
     reload_check_s: float = 0.25
 
     def __post_init__(self) -> None:

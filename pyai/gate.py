@@ -5,32 +5,38 @@ an invoke.
 The signature is the mean colour of each cell of a 16x16 grid over the region the
 model sees, in grey levels. For a baseline JPEG (every camera's) it comes straight
 from the entropy-coded data: a block's DC coefficient is its mean, so
-``native_dcsig`` walks the Huffman codes on both cores without decoding a pixel
-(0.54 ms for a 720p camera frame, where the whole call takes 2.86 ms: README,
-"Fixed cameras"). An unchanged frame is answered after that walk alone. A
-changed one stops the walk early: once the cell rows walked so far, from the top,
-differ by more than the threshold, the frame has changed, so a cut to another
-scene costs the first cell row. Other images (PNG, progressive JPEG, or no native
-build) take the signature from the model's input tensor after the resize, which
-saves only the invoke.
+``native_dcsig`` walks the Huffman codes on both cores without decoding a pixel.
+Other images (PNG, progressive JPEG, or no native build) take the signature from
+the model's input tensor after the resize, which saves only the invoke.
 
-The distance is the mean absolute difference of the cells' means (per channel),
-after taking away the mean difference itself: a uniform brightness drift alone
-never forces a run, while anything that moves the picture does. Sensor noise and
-JPEG re-encoding average out inside a cell; a pixel of camera jitter moves only
-the cells on strong edges, a little.
+A frame has changed when enough of its cells have, as a motion detector counts
+them (:func:`changed_cells`): the brightness change that best maps the reference's
+cells onto this frame's (a gain and an offset, least squares) is taken away first,
+so a camera's gain drift or a flickering light moves no cell, while an object that
+enters, moves or leaves moves the cells it covers whatever the rest of the frame
+does; a frame whose typical cell moved, or whose cells hardly correlate with the
+reference's, is another scene. Sensor noise and JPEG re-encoding average out
+inside a cell. The same rule
+is applied to the first ``STOP_ROWS`` cell rows alone and to the whole grid
+(:meth:`Gate.changed`); the walker asks the first question as soon as those rows
+are decoded and stops there on a yes, so a cut to another scene costs two cell
+rows of the walk. The verdict depends on the frame and the site's reference only:
+not on how the walk was split over the cores, nor on the run.
 
-A look-alike frame is not enough: an answer is reused only if the model was sure
-of it, its top-1 score ahead of the second by at least ``min_margin``. Where the
-two best classes are nearly tied, frames that differ by little more than noise
-change the top-1, so such an answer is worth no more than the next run.
+Any answer may be reused, whatever the model thought of the frame: a still scene
+is still, and the model's answer to it does not change with it, sure or not. Once
+it has been given twice: after a change the model runs on the first two frames of
+the new scene, and its answer is reused only when both have the same top-1, each
+leading its second by at least ``confirm_lead`` (where the model's answer to a
+still scene is noise, as on a dark view, none is reused). ``min_margin`` > 0
+reuses only answers whose top-1 led the second by that much.
 
 A frame costs the walk only when an answer could come of it. After a changed
-frame (or an answer not sure enough to reuse) the site has no reference; the next
-frame is walked whole to become one. While frames keep changing, the site backs
-off: 1, 3, 7, 15, then 31 frames go straight to the model before the next walk, so
-a busy scene pays the walk on two frames in 33, and a still one is answered again
-within 32 frames of settling.
+frame the site has no reference (a stopped walk gives no whole signature); the
+next frame is walked whole to become one. While frames keep changing the site
+backs off: 1, 3, 7, 15, then 31 frames go straight to the model before the next
+walk, so a busy scene pays the walk on two frames in 33, and a still one is
+answered again within 32 frames of settling.
 """
 
 from __future__ import annotations
@@ -59,10 +65,28 @@ SAMPLES = 4
 # Call sites remembered (least recently used first out): eKuiper sends one per
 # rule, operator and instance, so a few hundred cover any realistic node.
 MAX_SITES = 256
-# The threshold ``skip_unchanged = true`` stands for, and the least lead of the
-# top-1 score over the second for an answer to be reused (the README's gate study).
-DEFAULT_THRESHOLD = 2.0
-DEFAULT_MIN_MARGIN = 0.3
+# The threshold ``skip_unchanged = true`` stands for: grey levels a cell's colour
+# must move by, after the brightness correction, to count as changed; and how
+# many changed cells make a changed frame (docs/fixed-cameras.md, the gate study).
+DEFAULT_THRESHOLD = 8.0
+MIN_CELLS = 3
+# Reuse any answer (the least lead of its top-1 over the second: none).
+DEFAULT_MIN_MARGIN = 0.0
+# An answer is confirmed (and reused from then on) when the model gave the same
+# top-1 on two frames of the unchanged scene, each leading its second by at least
+# this (confidence units): where the model's answer to a still scene is noise, its
+# runs rarely agree like that (the gate study).
+DEFAULT_CONFIRM_LEAD = 0.05
+# Cell rows the first verdict is taken on (the walker's early stop).
+STOP_ROWS = 2
+# A reference flatter than this (variance of its cells, grey levels squared)
+# gives no gain to fit: the offset alone is taken away.
+_FLAT = 1.0
+# Two signatures correlating less than this are of different scenes, however
+# faint (noise and a brightness change leave two shots of one scene at 0.99+).
+MIN_CORRELATION = 0.9
+# The brightness correction's gain is kept within these.
+_GAIN = (0.5, 2.0)
 
 
 # Sums of a few sampled values fit these without overflow and without the cost
@@ -91,18 +115,21 @@ def signature(frame: np.ndarray, scale: float = 1.0) -> np.ndarray:
     return r.astype(np.float32) * np.float32(scale / (picked * picked))
 
 
+# The walker's early question: (cells so far, rows, cols) -> changed?
+Stop = Callable[[memoryview, int, int], bool]
+
+
 def jpeg_signature(
-    data: bytes | memoryview, box: Tuple[int, int, int, int], ref: Optional[np.ndarray] = None,
-    threshold: float = 0.0, threads: int = 2,
+    data: bytes | memoryview, box: Tuple[int, int, int, int], stop: Optional[Stop] = None, threads: int = 2,
 ) -> Optional[np.ndarray]:
     """Cell means (GRID x GRID, RGB, grey levels) of ``box`` of a JPEG frame from its
-    DC coefficients, or None when it differs from ``ref`` by more than ``threshold``
-    before the end of the walk. Raises NotImplementedError for a JPEG the walker
-    does not read (progressive, CMYK, ...) or when native_dcsig is not built, and
-    ValueError for corrupt data."""
+    DC coefficients, or None when ``stop`` (:meth:`Gate.stopper`), asked about the
+    first STOP_ROWS cell rows, said the frame has changed. Raises
+    NotImplementedError for a JPEG the walker does not read (progressive, CMYK,
+    ...) or when native_dcsig is not built, and ValueError for corrupt data."""
     if native_dcsig is None:
         raise NotImplementedError("native_dcsig is not built")
-    return native_dcsig.cell_means(data, box, GRID, ref, threshold, threads)
+    return native_dcsig.cell_means(data, box, GRID, stop, STOP_ROWS, threads)
 
 
 def walker_available() -> bool:
@@ -125,13 +152,48 @@ def source_box(width: int, height: int, box: Optional[Tuple[float, float, float,
             min(width, max(1, int(round(x1)))), min(height, max(1, int(round(y1)))))
 
 
-def distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute difference of two signatures after removing their mean
-    difference (grey levels); infinite when their shapes differ."""
-    if a.shape != b.shape:
-        return float("inf")
-    d = a - b
-    return float(np.abs(d - d.mean()).mean())
+def residuals(sig: np.ndarray, ref: np.ndarray) -> Tuple[np.ndarray, np.ndarray, float]:
+    """Per cell of two signatures of one shape (rows, cols, C), averaged over the
+    channels, in grey levels, (rows, cols) each: how far ``sig``'s colour is from
+    ``ref``'s once the brightness change that best maps ``ref`` onto ``sig`` is
+    taken away (one gain and one offset for all cells and channels, least
+    squares), and the allowance of that cell: half of the correction there; and
+    the correlation of the two (1.0 when either is flat).
+
+    The allowance covers what a gain does not: pixels clipped at white (or black)
+    do not follow it, so under a flickering light a bright cell moves less than
+    the fit says, by up to about the correction itself. At a steady light the
+    correction is near nothing and so is the allowance. In float64 and by plain
+    sums in a fixed order: the same figures on every machine, so the same verdicts."""
+    y = sig.astype(np.float64).reshape(-1)
+    x = ref.astype(np.float64).reshape(-1)
+    xm, ym = x.mean(), y.mean()
+    dx, dy = x - xm, y - ym
+    var, var_y = float(np.dot(dx, dx)) / x.size, float(np.dot(dy, dy)) / y.size
+    cov = float(np.dot(dx, dy)) / x.size
+    corr = cov / float(np.sqrt(var * var_y)) if var > _FLAT and var_y > _FLAT else 1.0
+    gain = cov / var if var > _FLAT else 1.0
+    gain = min(max(gain, _GAIN[0]), _GAIN[1])
+    fitted = ym + gain * dx
+    r = np.abs(y - fitted).reshape(sig.shape).mean(axis=-1)
+    allowance = 0.5 * np.abs(fitted - x).reshape(sig.shape).mean(axis=-1)
+    return r, allowance, corr
+
+
+def changed_cells(sig: np.ndarray, ref: np.ndarray, threshold: float) -> int:
+    """How many cells of ``sig`` moved by more than ``threshold`` grey levels from
+    ``ref``'s beyond the brightness correction and its allowance (:func:`residuals`);
+    every cell when the typical cell (the median) moved by more than ``threshold``
+    before the allowance or the two correlate less than MIN_CORRELATION (the
+    brightness fit explains little: another scene, even a faint one), or when the
+    shapes differ (another frame size or crop)."""
+    cells = max(int(np.prod(sig.shape[:2])), int(np.prod(ref.shape[:2])))
+    if sig.shape != ref.shape:
+        return cells
+    r, allowance, corr = residuals(sig, ref)
+    if float(np.median(r)) > threshold or corr < MIN_CORRELATION:
+        return cells
+    return int(np.count_nonzero(r - allowance > threshold))
 
 
 # Frames sent straight to the model after a changed frame, doubling while frames
@@ -147,6 +209,9 @@ class _Site:
     kind: str = ""  # which signature: "jpeg" (DC cells) or "tensor"
     signature: Optional[np.ndarray] = None  # of the last frame run, when reusable
     scores: Optional[np.ndarray] = None  # the model's raw output row for that frame
+    confirmed: bool = False  # the model gave that top-1 twice running on the scene
+    top1: int = -1  # that frame's top-1 class and its lead over the second
+    lead: float = 0.0
     skip: int = 0  # frames left to send to the model without a walk
     backoff: int = 0  # the next skip after a changed frame
     checked: int = 0
@@ -170,32 +235,69 @@ class Plan:
     walk: bool  # take this frame's signature (else: straight to the model)
     ref: Optional[np.ndarray] = None  # compare with this (an answer that may be reused)
     scores: Optional[np.ndarray] = None  # ... which is this
+    confirmed: bool = False  # ... and may be reused (else: run again to confirm it)
     signature: Optional[np.ndarray] = None  # the frame's, when taken whole
+    same: bool = False  # the frame has not changed from ref (decided)
 
 
-Scan = Callable[[Optional[np.ndarray], float], Optional[np.ndarray]]
+# Takes the frame's signature; with a reference, may stop early (None) when the
+# stop function it is given says the frame has changed.
+Scan = Callable[[Optional[Stop]], Optional[np.ndarray]]
 
 
 class Gate:
     """Per call site: the signature and raw scores of the last frame the model ran on.
 
     Thread-safe. A frame goes ``plan`` -> (``scan`` its signature) -> ``decide``:
-    the stored scores when it is within ``threshold`` of the site's reference and
-    that answer was sure (margin at least ``min_margin``), else None, and the
-    caller runs the model and calls ``store``. :meth:`consult` does the first
-    three. Sites never share anything.
+    the stored scores when it has not :meth:`changed` from the site's reference
+    (and that answer led by at least ``min_margin``), else None, and the caller
+    runs the model and calls ``store``. :meth:`consult` does the first three.
+    Sites never share anything.
     """
 
-    def __init__(self, threshold: float, min_margin: float = DEFAULT_MIN_MARGIN, max_sites: int = MAX_SITES):
+    def __init__(self, threshold: float, min_margin: float = DEFAULT_MIN_MARGIN, max_sites: int = MAX_SITES,
+                 min_cells: int = MIN_CELLS, confirm_lead: float = DEFAULT_CONFIRM_LEAD):
         if threshold <= 0:
             raise ValueError("the gate's threshold must be > 0")
+        if min_cells < 1:
+            raise ValueError("the gate's min_cells must be >= 1")
         self.threshold = threshold
+        self.min_cells = min_cells
         self.min_margin = min_margin
+        self.confirm_lead = confirm_lead
         self.max_sites = max_sites
         self._sites: "OrderedDict[str, _Site]" = OrderedDict()
         self._lock = threading.Lock()
         self.totals = Counters()
         self.evicted = 0
+
+    def far(self, sig: np.ndarray, ref: np.ndarray) -> bool:
+        """The one rule: at least ``min_cells`` cells moved by more than ``threshold``."""
+        return changed_cells(sig, ref, self.threshold) >= self.min_cells
+
+    def changed(self, sig: np.ndarray, ref: np.ndarray) -> bool:
+        """Whether a frame of signature ``sig`` has changed from ``ref``: :meth:`far`
+        on the first STOP_ROWS cell rows (the walker's early question, asked again
+        here for a signature that did not come from a stopped walk) or on all."""
+        if sig.shape != ref.shape:
+            return True
+        if sig.shape[0] > STOP_ROWS and self.far(sig[:STOP_ROWS], ref[:STOP_ROWS]):
+            return True
+        return self.far(sig, ref)
+
+    def stopper(self, ref: Optional[np.ndarray]) -> Optional[Stop]:
+        """The walker's early question for a frame compared with ``ref``: :meth:`far`
+        on the first rows it has decoded (a grid of another size: changed)."""
+        if ref is None:
+            return None
+
+        def stop(cells: memoryview, rows: int, cols: int) -> bool:
+            if rows != STOP_ROWS or ref.shape[0] <= rows or ref.shape[1] != cols:
+                return True
+            head = np.frombuffer(cells, np.float32).reshape(rows, cols, ref.shape[2])
+            return self.far(head, ref[:rows])
+
+        return stop
 
     def plan(self, site: str, kind: str) -> Plan:
         with self._lock:
@@ -207,7 +309,8 @@ class Gate:
                 state.skip -= 1
                 return Plan(site, kind, walk=False)
             if state.signature is not None and state.kind == kind:
-                return Plan(site, kind, walk=True, ref=state.signature, scores=state.scores)
+                return Plan(site, kind, walk=True, ref=state.signature, scores=state.scores,
+                            confirmed=state.confirmed)
             return Plan(site, kind, walk=True)
 
     def decide(self, plan: Plan, sig: Optional[np.ndarray]) -> Optional[np.ndarray]:
@@ -215,7 +318,8 @@ class Gate:
         (None: the walk stopped early, a changed frame, or it failed), or None: run
         the model."""
         plan.signature = sig
-        reuse = plan.ref is not None and sig is not None and distance(sig, plan.ref) <= self.threshold
+        plan.same = plan.ref is not None and sig is not None and not self.changed(sig, plan.ref)
+        reuse = plan.same and plan.confirmed
         with self._lock:
             self.totals.checked += 1
             if reuse:
@@ -229,17 +333,25 @@ class Gate:
         return plan.scores if reuse else None
 
     def consult(self, site: str, kind: str, scan: Scan) -> Tuple[Plan, Optional[np.ndarray]]:
-        """plan, scan and decide: ``scan(ref, threshold)`` gives the frame's signature,
-        or None when it stopped early because the frame is farther than threshold
-        from ``ref``. Returns the plan (for :meth:`store`) and the reused scores or None."""
+        """plan, scan and decide: ``scan(stop)`` gives the frame's signature, or None
+        when ``stop`` (None without a reference) ended it early. Returns the plan
+        (for :meth:`store`) and the reused scores or None."""
         plan = self.plan(site, kind)
         if not plan.walk:
             return plan, None
-        return plan, self.decide(plan, scan(plan.ref, self.threshold))
+        return plan, self.decide(plan, scan(self.stopper(plan.ref)))
 
-    def store(self, plan: Plan, scores: np.ndarray, margin: float) -> None:
+    def store(self, plan: Plan, scores: np.ndarray, margin: float, top1: Optional[int] = None) -> None:
         """Remember the frame the model just ran on (``scores`` is copied), with the
-        lead of its top-1 score over the second (``margin``, in confidence units)."""
+        lead of its top-1 score over the second (``margin``, in confidence units)
+        and its top-1 class (default: the highest score's index).
+
+        A frame that had not changed from an unconfirmed reference confirms it when
+        the model gave both the same top-1, each leading by at least
+        ``confirm_lead``: its answers are reused from then on.
+        Where the model's top-1 changes from one shot of a still scene to the next
+        (a dark or featureless view, its answer noise), no answer is confirmed and
+        the site backs off as after a changed frame."""
         reusable = plan.signature is not None and margin >= self.min_margin
         with self._lock:
             self.totals.run += 1
@@ -257,11 +369,15 @@ class Gate:
                 return  # a frame sent straight to the model: the reference stays
             if created:
                 state.checked += 1  # its first frame, walked before the site existed
+            top = int(np.argmax(scores)) if top1 is None else top1
+            stable = (plan.same and state.top1 == top and min(state.lead, margin) >= self.confirm_lead)
+            state.top1, state.lead = top, margin
             state.kind = plan.kind
             state.signature = plan.signature if reusable else None
             state.scores = scores.copy() if reusable else None
-            if plan.ref is not None or not reusable:
-                # Changed (or not sure enough to reuse): back off while it lasts.
+            state.confirmed = reusable and stable
+            if (plan.ref is not None and not stable) or not reusable:
+                # Changed, not confirmed (or not sure enough to reuse): back off while it lasts.
                 state.skip = state.backoff
                 state.backoff = min(2 * state.backoff + 1, MAX_BACKOFF)
 
@@ -276,7 +392,9 @@ class Gate:
             }
             return {
                 "threshold": self.threshold,
+                "min_cells": self.min_cells,
                 "min_margin": self.min_margin,
+                "confirm_lead": self.confirm_lead,
                 "checked": self.totals.checked,
                 "reused": self.totals.reused,
                 "run": self.totals.run,

@@ -388,10 +388,11 @@ def test_squares_through_the_gate(models_dir, labels_path, images):
     with Classifier(**kw) as plain, Classifier(skip_unchanged=True, skip_unchanged_margin=0.0, **kw) as gated:
         for name in ("cat_720p.jpg", "bird.bmp"):  # a JPEG (DC walker) and a BMP (tensor signature)
             want = plain.label(images[name])
-            assert gated.label(images[name], site=name) == want
-            assert gated.label(images[name], site=name) == want
+            # The first two frames of a still scene run (the second confirms the answer), the third is reused.
+            for _ in range(3):
+                assert gated.label(images[name], site=name) == want
         st = gated.gate_stats()
-        assert st["reused"] == 2 and st["run"] == 2, st
+        assert st["reused"] == 2 and st["run"] == 4, st
 
 
 @pytest.mark.parametrize("mode", [("stretch", 0.875), ("letterbox", 1.0)], ids=["stretch-0.875", "letterbox"])

@@ -77,24 +77,40 @@ def test_two_cores_give_the_same_means_as_one(images, name, restart):
         if native_dcsig.stats()["split"] > before + 2:
             break
     # The second core's MCUs were used (a helper woken too late on a busy machine
-    # is not met, and the walk is done on one core: that may happen, not always).
-    assert native_dcsig.stats()["split"] > before
+    # is not met, and the walk is done on one core: on a loaded machine that may
+    # happen every time, and then there was nothing to compare).
+    if native_dcsig.stats()["split"] == before:
+        pytest.skip("the helper thread was never met (busy machine): no two-core walk to compare")
 
 
-def test_a_reference_stops_the_walk_on_a_changed_frame_only(images):
+def test_the_stop_function_is_asked_once_about_the_same_rows_on_one_core_or_two(images):
     cat = _jpeg(_photo(images, "cat_720p.jpg"), quality=85)
-    owl = _jpeg(_photo(images, "owl.jpg", (1280, 720)), quality=85)
     box = (0, 0, 1280, 720)
-    ref = native_dcsig.cell_means(cat, box)
-    brighter = _jpeg(np.clip(_photo(images, "cat_720p.jpg").astype(int) + 12, 0, 255).astype(np.uint8), quality=85)
+    whole = native_dcsig.cell_means(cat, box)
+    for threads in (1, 2, 2, 2):
+        asked = []
+
+        def stop(cells, rows, cols):
+            asked.append((np.frombuffer(cells, np.float32).reshape(rows, cols, 3).copy(), rows, cols))
+            return False
+
+        got = native_dcsig.cell_means(cat, box, stop=stop, stop_rows=3, threads=threads)
+        np.testing.assert_array_equal(got, whole)
+        assert len(asked) == 1 and asked[0][1:] == (3, 16)
+        np.testing.assert_array_equal(asked[0][0], whole[:3])
     stopped = native_dcsig.stats()["stopped"]
-    assert native_dcsig.cell_means(owl, box, ref=ref, threshold=1.5) is None
-    # A uniform brightness change is no change; the full signature comes back.
-    same = native_dcsig.cell_means(brighter, box, ref=ref, threshold=1.5)
-    assert same is not None and same.shape == ref.shape
+    assert native_dcsig.cell_means(cat, box, stop=lambda cells, rows, cols: True) is None
     assert native_dcsig.stats()["stopped"] == stopped + 1
-    # A reference of another grid is ignored.
-    assert native_dcsig.cell_means(owl, box, ref=ref[:8], threshold=1.5) is not None
+    # Not asked when no rows would be left to walk.
+    assert native_dcsig.cell_means(cat, box, stop=lambda *a: True, stop_rows=16) is not None
+
+    def boom(cells, rows, cols):
+        raise RuntimeError("from the stop function")
+
+    with pytest.raises(RuntimeError, match="from the stop function"):
+        native_dcsig.cell_means(cat, box, stop=boom, threads=2)
+    with pytest.raises(TypeError):
+        native_dcsig.cell_means(cat, box, stop=3)
 
 
 def test_the_grid_shrinks_for_small_regions_and_gives_up_under_four_cells(images):

@@ -1,0 +1,113 @@
+"""The gate's verdicts: a function of the frame and the site's reference alone (the
+same on one core or two, every time), blind to brightness and noise, not to a
+small object moving; and an answer the model does not give twice is not reused."""
+
+from __future__ import annotations
+
+import io
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pyai.gate import DEFAULT_THRESHOLD, Gate, jpeg_signature
+
+native_dcsig = pytest.importorskip("native_dcsig")
+
+BOX = (0, 0, 1280, 720)
+
+
+def _view(images: Dict[str, bytes], name: str) -> np.ndarray:
+    im = Image.open(io.BytesIO(images[name])).convert("RGB").resize((1280, 720), Image.BILINEAR)
+    return np.asarray(im).astype(np.float32)
+
+
+def _shot(rgb: np.ndarray, seed: int, gain: float = 1.0, noise: float = 2.5) -> bytes:
+    noisy = rgb * gain + np.random.default_rng(seed).normal(0.0, noise, rgb.shape)
+    out = io.BytesIO()
+    Image.fromarray(np.clip(noisy + 0.5, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=85, subsampling=2)
+    return out.getvalue()
+
+
+def _with_object(rgb: np.ndarray, patch: np.ndarray, x: int) -> np.ndarray:
+    out = rgb.copy()
+    h, w = patch.shape[:2]
+    y = (720 - h) // 2
+    out[y:y + h, x:x + w] = patch
+    return out
+
+
+@pytest.fixture(scope="module")
+def pairs(images) -> List[Tuple[str, bytes, bytes]]:
+    return frame_pairs(images)
+
+
+def frame_pairs(images: Dict[str, bytes]) -> List[Tuple[str, bytes, bytes]]:
+    """(what, reference frame, frame): still shots, gain drift, a cut, a small
+    object (a fifth of each side) moved by 2 to 24 pixels, and near the threshold."""
+    cat, owl = _view(images, "cat_720p.jpg"), _view(images, "owl.jpg")
+    patch = _view(images, "parrot.jpg")[::5, ::5][:144, :256]
+    ref_obj = _with_object(owl, patch, 400)
+    out = [("still", _shot(cat, 1), _shot(cat, 2)), ("gain +3%", _shot(cat, 3), _shot(cat, 4, 1.03)),
+           ("gain -3%", _shot(owl, 5), _shot(owl, 6, 0.97)), ("cut", _shot(cat, 7), _shot(owl, 8))]
+    for dx in (2, 4, 6, 12, 24):
+        out.append((f"object +{dx}px", _shot(ref_obj, 9), _shot(_with_object(owl, patch, 400 + dx), 10 + dx)))
+    # A faint change in one cell: near the threshold, where a split-dependent
+    # verdict would show first.
+    for k, level in enumerate((3.0, 4.0, 5.0, 6.0)):
+        faint = cat.copy()
+        faint[300:345, 560:640] += level * 1.2
+        out.append((f"faint {level}", _shot(cat, 30 + k), _shot(faint, 40 + k)))
+    return out
+
+
+def _verdict(gate: Gate, ref: np.ndarray, data: bytes, threads: int) -> Optional[bool]:
+    sig = jpeg_signature(data, BOX, gate.stopper(ref), threads)
+    return True if sig is None else gate.changed(sig, ref)
+
+
+def test_verdicts_are_the_same_on_one_core_or_two_every_time(pairs):
+    gate = Gate(DEFAULT_THRESHOLD)
+    verdicts = {}
+    for what, ref_jpeg, jpeg in pairs:
+        ref = jpeg_signature(ref_jpeg, BOX)
+        seen = {_verdict(gate, ref, jpeg, threads) for _ in range(15) for threads in (1, 2)}
+        assert len(seen) == 1, f"{what}: verdicts {seen}"
+        verdicts[what] = seen.pop()
+    # (Whether the second core was met is up to the machine's load: test_dcsig.py.)
+    assert not verdicts["still"] and not verdicts["gain +3%"] and not verdicts["gain -3%"]
+    assert verdicts["cut"]
+    # A small object (a fifth of each side) moved by 24 pixels: four frames of the
+    # study's moving object, compared with the reference frame.
+    assert verdicts["object +24px"]
+    # A stricter gate sees it from 6 pixels on, still deaf to noise and gain.
+    strict = Gate(4.0, min_cells=1)
+    said = {what: {_verdict(strict, jpeg_signature(ref, BOX), jpeg, threads) for threads in (1, 2)}
+            for what, ref, jpeg in pairs}
+    assert all(said[f"object +{dx}px"] == {True} for dx in (6, 12, 24))
+    assert said["still"] == said["gain +3%"] == said["gain -3%"] == {False}
+
+
+def test_an_answer_is_reused_once_the_model_gave_it_twice_with_a_lead():
+    sig = np.full((4, 4, 3), 100.0, np.float32)
+    a, b = np.array([9, 1], np.uint8), np.array([1, 9], np.uint8)
+
+    def step(gate: Gate, answer: np.ndarray, lead: float = 0.5) -> Tuple[bool, bool]:
+        """(walked, reused) of one frame of the still scene; the model answers ``answer``."""
+        plan, got = gate.consult("s", "tensor", lambda stop: sig)
+        if got is None:
+            gate.store(plan, answer, lead)
+        return plan.walk, got is not None
+
+    gate = Gate(1.0)
+    assert step(gate, a) == (True, False)  # the reference
+    assert step(gate, b) == (True, False)  # unchanged, run: another top-1, not confirmed
+    assert step(gate, a) == (True, False)  # nor now: and the site backs off
+    assert step(gate, b) == (False, False)  # straight to the model
+    assert step(gate, a) == (True, False)  # the same top-1 as the last walked run: confirmed
+    assert step(gate, b) == (True, True)  # reused from now on
+    assert step(gate, b) == (True, True)
+    # Two runs that agree, but each a near tie (lead under confirm_lead): not confirmed.
+    gate = Gate(1.0)
+    assert [step(gate, a, 0.01)[1] for _ in range(6)] == [False] * 6
