@@ -78,6 +78,11 @@ class Config:
     stats_log_interval_s: how often the engine logs its counters; 0 disables.
     self_heal: the plugin process starts a guardian process that replaces it if it
         dies (eKuiper never restarts a function plugin); see pyai/plugin/guardian.py.
+    hang_timeout_s: with self_heal, a process whose call has made no progress for this
+        long (or that has been stopped this long) is frozen: the guardian replaces it.
+        Below eKuiper's 5 s reply deadline, and at least a second above the longest
+        decode the limits allow (max_decode_ms; a window's frames each count apart);
+        0 = only a process that dies is replaced.
     skip_unchanged: the unchanged-frame gate's threshold (pyai/gate.py); 0 = off.
         A frame whose signature is within it of the last frame the model ran on at
         the same call site gets that frame's answer. ``true``/``on`` = the default
@@ -106,6 +111,7 @@ class Config:
     batch_mode: str = "auto"
     stats_log_interval_s: float = 60.0
     self_heal: bool = True
+    hang_timeout_s: float = 4.0
     skip_unchanged: float = 0.0
     skip_unchanged_margin: float = 0.3
 
@@ -131,6 +137,9 @@ class Config:
             raise ModelError(f"config {exc}") from None
         if self.max_encoded_bytes < 1 or self.max_pixels < 1 or self.max_decode_ms <= 0:
             raise ModelError("config max_encoded_bytes, max_pixels and max_decode_ms must be > 0")
+        if self.hang_timeout_s < 0 or 0 < self.hang_timeout_s * 1000 < self.max_decode_ms + 1000:
+            raise ModelError(f"config hang_timeout_s must be 0 (off) or at least 1 s above max_decode_ms "
+                             f"({self.max_decode_ms / 1000:.1f} s), got {self.hang_timeout_s}")
         if self.std == 0:
             raise ModelError("config std must not be 0")
         if not self.skip_unchanged >= 0:

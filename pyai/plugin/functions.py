@@ -97,13 +97,21 @@ def _site(meta: Any) -> str:
     return meta if isinstance(meta, str) else json.dumps(meta, sort_keys=True)
 
 
+def _no_heartbeat() -> None:
+    pass
+
+
 class LabelImage:
-    """``labelImage(img [, topK [, minConfidence]])``."""
+    """``labelImage(img [, topK [, minConfidence]])``.
+
+    ``heartbeat`` (set by the runtime when the guardian watches for hangs) marks
+    progress: the wait for the model to load is not part of a call's time."""
 
     takes_meta = True
 
     def __init__(self, holder: ClassifierHolder):
         self.holder = holder
+        self.heartbeat: Callable[[], None] = _no_heartbeat
 
     def validate(self, args: List[Any]) -> str:
         if not 1 <= len(args) <= 3:
@@ -117,18 +125,22 @@ class LabelImage:
         if not 1 <= len(args) <= 3:
             raise BadInput(f"labelImage takes 1 to 3 arguments, got {len(args)}")
         clf = self.holder.get()
+        self.heartbeat()
         k = _int_arg(args[1], "topK") if len(args) > 1 else None
         min_conf = _float_arg(args[2], "minConfidence") if len(args) > 2 else None
         return clf.label_bytes(_frame_bytes(clf, args[0]), _site(meta), top_k=k, min_confidence=min_conf)
 
 
 class LabelImages:
-    """``labelImages(col)``: aggregate; one result list per frame of the window, in order."""
+    """``labelImages(col)``: aggregate; one result list per frame of the window, in order.
+    Each frame done marks progress (``heartbeat``): a long window of legal frames is
+    never taken for a hang."""
 
     takes_meta = True
 
     def __init__(self, holder: ClassifierHolder):
         self.holder = holder
+        self.heartbeat: Callable[[], None] = _no_heartbeat
 
     def validate(self, args: List[Any]) -> str:
         if len(args) != 1:
@@ -147,6 +159,8 @@ class LabelImages:
         if not isinstance(frames, list):
             raise BadInput("labelImages expects the list of a window's images")
         clf = self.holder.get()
+        beat = self.heartbeat
+        beat()
         out: List[Any] = []
         good: List[int] = []
         data = []
@@ -159,16 +173,18 @@ class LabelImages:
             good.append(len(out))
             out.append(None)
         if clf.gate is not None:
-            return self._gated(clf, _site(meta), out, good, data)
+            return self._gated(clf, _site(meta), out, good, data, beat)
         for i, fut in zip(good, clf.engine.submit_many(data)):
             try:
                 out[i] = fut.result()
             except Exception as exc:  # noqa: BLE001 - one frame's failure must not sink the window
                 out[i] = {"error": one_line(exc)}
+            beat()
         return out
 
     @staticmethod
-    def _gated(clf: "Classifier", site: str, out: List[Any], good: List[int], data: List[Any]) -> List[Any]:
+    def _gated(clf: "Classifier", site: str, out: List[Any], good: List[int], data: List[Any],
+               beat: Callable[[], None]) -> List[Any]:
         # In order, one by one: each frame is compared with the last frame run at
         # this site, which may be an earlier frame of this window. A window of a
         # fixed camera is mostly answered by the gate; a changing one runs at the
@@ -178,6 +194,7 @@ class LabelImages:
                 out[i] = clf.label_bytes(frame_bytes, site)
             except PyaiError as exc:  # this frame only
                 out[i] = {"error": one_line(exc)}
+            beat()
         return out
 
 
@@ -188,6 +205,7 @@ class PyaiStats:
     def __init__(self, holder: ClassifierHolder, process_info: Optional[Callable[[], Dict[str, Any]]] = None):
         self.holder = holder
         self.process_info = process_info
+        self.heartbeat: Callable[[], None] = _no_heartbeat
 
     def validate(self, args: List[Any]) -> str:
         return "" if len(args) == 0 else f"pyaiStats takes no arguments, got {len(args)}"
@@ -197,6 +215,7 @@ class PyaiStats:
 
     def exec(self, args: List[Any]) -> Any:
         clf = self.holder.get()
+        self.heartbeat()
         # clf.stats() does not start the engine: {} until labelImages has run.
         out = {"model": clf.describe(), "engine": clf.stats()}
         if clf.gate is not None:
