@@ -79,7 +79,8 @@ class Config:
     self_heal: the plugin process starts a guardian process that replaces it if it
         dies (eKuiper never restarts a function plugin); see pyai/plugin/guardian.py.
     hang_timeout_s: with self_heal, a process whose call has made no progress for this
-        long (or that has been stopped this long) is frozen: the guardian replaces it.
+        long while it used next to no CPU (or that has been stopped this long) is
+        frozen: the guardian replaces it; a busy one only after twice this long.
         Below eKuiper's 5 s reply deadline, and at least a second above the longest
         decode the limits allow (max_decode_ms; a window's frames each count apart);
         0 = only a process that dies is replaced.
@@ -111,7 +112,7 @@ class Config:
     batch_mode: str = "auto"
     stats_log_interval_s: float = 60.0
     self_heal: bool = True
-    hang_timeout_s: float = 4.0
+    hang_timeout_s: float = 3.5
     skip_unchanged: float = 0.0
     skip_unchanged_margin: float = 0.3
 

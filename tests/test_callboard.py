@@ -125,3 +125,32 @@ def test_lock_folder_is_private_and_refused_when_not_ours(tmp_path, monkeypatch)
     monkeypatch.setattr(instance, "LOCK_DIR", str(tmp_path / "theirs-{uid}"))
     with pytest.raises(LockUnsafe, match="belongs to uid"):
         lock_dir(uid=os.getuid() + 12345)
+
+
+def test_a_busy_call_is_given_twice_the_bound(board):
+    """A call without progress in a process that burns CPU (a legal call slowed down by
+    other work on the cores) is not frozen at the bound, only at twice the bound."""
+    import threading
+
+    board.set_ready()
+    slot = board.slot("labelImage")
+    check = HangCheck(CallBoard(board.fd), os.getpid(), BOUND_S)
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            sum(range(1000))
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        slot.begin()
+        t0 = time.monotonic()
+        why = _checks(check, 6 * BOUND_S)
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        spinner.join()
+        slot.end()
+    assert why and "made no progress" in why
+    assert took > 2 * BOUND_S, f"a busy call was taken for frozen after {took:.2f} s"

@@ -113,22 +113,45 @@ class CallBoard:
             pass
 
 
-def process_state(pid: int) -> Optional[str]:
-    """The state letter of ``/proc/<pid>/stat`` (R, S, T for stopped, Z...), None when gone."""
+def _stat_fields(pid: int) -> Optional[List[bytes]]:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+            return f.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def process_state(pid: int) -> Optional[str]:
+    """The state letter of ``/proc/<pid>/stat`` (R, S, T for stopped, Z...), None when gone."""
+    fields = _stat_fields(pid)
+    return fields[0].decode() if fields else None
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of every thread of ``pid`` (0 when gone)."""
+    fields = _stat_fields(pid)
+    try:
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK if fields else 0.0
+    except (IndexError, ValueError):
+        return 0.0
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+# A call without progress counts as frozen at once when the process used less than
+# this share of one core over the bound (stopped, deadlocked, blocked in a native
+# call); a busy one (a legal call slowed down by other work on the cores, or code
+# spinning without end) only after twice the bound.
+IDLE_CPU_SHARE = 0.25
 
 
 class HangCheck:
     """The guardian's side: tells a frozen plugin process from a busy one.
 
-    Frozen means: a call has made no progress for ``bound_s``, or the process has
-    been stopped (``SIGSTOP``: state T) for ``bound_s``, which covers a process
-    stopped between two calls, when it cannot mark the next call's arrival.
-    A debugger's stop (state t) is left alone.
+    Frozen means: a call has made no progress for ``bound_s`` while the process
+    used next to no CPU (``IDLE_CPU_SHARE``), or for twice ``bound_s`` whatever it
+    used; or the process has been stopped (``SIGSTOP``: state T) for ``bound_s``,
+    which covers a process stopped between two calls, when it cannot mark the next
+    call's arrival. A debugger's stop (state t) is left alone.
     """
 
     def __init__(self, board: CallBoard, pid: int, bound_s: float):
@@ -137,6 +160,15 @@ class HangCheck:
         self.bound_ns = int(bound_s * 1e9)
         self._seen: dict = {}
         self._stopped_since = 0
+        self._cpu: List[Tuple[int, float]] = []  # (monotonic ns, process CPU s), the last 2 bounds
+
+    def _cpu_over_bound(self, now: int) -> Optional[float]:
+        """CPU seconds the process used over the last bound (None: not watched that long yet)."""
+        self._cpu.append((now, process_cpu_s(self.pid)))
+        while len(self._cpu) > 2 and self._cpu[1][0] <= now - self.bound_ns:
+            self._cpu.pop(0)
+        first_t, first_cpu = self._cpu[0]
+        return self._cpu[-1][1] - first_cpu if now - first_t >= self.bound_ns else None
 
     def stuck(self) -> Optional[str]:
         """Why the process is frozen, or None; checked only once its model is loaded,
@@ -151,8 +183,13 @@ class HangCheck:
                 return f"stopped (SIGSTOP) for {(now - self._stopped_since) / 1e9:.1f} s"
         else:
             self._stopped_since = 0
+        cpu = self._cpu_over_bound(now)
         seen, self._seen = self._seen, dict(self.board.in_flight())
         for symbol, since in self._seen.items():
-            if seen.get(symbol) == since and now - since > self.bound_ns:
-                return f"a {symbol} call made no progress for {(now - since) / 1e9:.1f} s"
+            if seen.get(symbol) != since or now - since <= self.bound_ns:
+                continue
+            idle = cpu is not None and cpu < IDLE_CPU_SHARE * self.bound_ns / 1e9
+            if idle or now - since > 2 * self.bound_ns:
+                return (f"a {symbol} call made no progress for {(now - since) / 1e9:.1f} s"
+                        f" ({cpu if cpu is not None else 0:.2f} s of CPU over the last {self.bound_ns / 1e9:.1f} s)")
         return None
