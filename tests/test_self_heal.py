@@ -271,8 +271,13 @@ def test_a_call_that_never_returns_is_healed(own_host, images, installed_plugin,
     cat = images["cat_720p.jpg"]
     assert _top1(h.exec("labelImage", cat)) == CAT
     victim = _process(h)["pid"]
-    with pytest.raises(HostTimeout):
-        h.exec("labelImage", fault.encode())
+    try:
+        # The host re-sends the call in flight to the replacement (which runs without
+        # the fault wrapper: the frame is then just not an image), or gives up on it.
+        reply = h.exec("labelImage", fault.encode())
+        assert not reply.state and "not an image" in reply.result, reply
+    except HostTimeout:
+        pass
     took = _answers_again(h, cat)
     info = _process(h)
     assert info["healed_from"] == victim and info["replacements"] == {"died": 0, "hung": 1}
