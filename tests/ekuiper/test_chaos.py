@@ -190,9 +190,24 @@ class Env:
         labelled = self.sink.labelled_seqs()
         return len(seqs), sum(1 for s in seqs if s not in labelled), sum(1 for s in seqs if labelled.get(s, 0) > 1)
 
+    def drain(self, end: float, quiet: float = 3.0, limit: float = 60.0) -> None:
+        """Wait until the last frame published before ``end`` is labelled (the backlog a
+        fault leaves in eKuiper has come out), or no label came for ``quiet`` s."""
+        deadline = time.monotonic() + limit
+        last = max((seq for seq, at in list(self.camera.sent.items()) if at < end), default=None)
+        while time.monotonic() < deadline and last is not None:
+            if max(self.sink.labelled_seqs(), default=-1) >= last:
+                return
+            with self.sink.lock:
+                latest = self.sink.got["label"][-1][0] if self.sink.got["label"] else 0.0
+            if time.monotonic() - latest > quiet:
+                return
+            time.sleep(0.2)
+
     def record(self, fault: str, start: float, recovery: Dict[str, Any], settle: float = 4.0, **extra: Any) -> Dict[str, Any]:
-        time.sleep(settle)  # frames queued in eKuiper come out
-        end = time.monotonic() - settle
+        end = time.monotonic()
+        time.sleep(settle)
+        self.drain(end)
         published, lost, dup = self.lost(start, end)
         row = {"version": self.version, "fault": fault, "next_label_s": recovery, "published": published,
                "lost": lost, "duplicates": dup, **extra}
