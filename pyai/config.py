@@ -102,6 +102,12 @@ class Config:
     stats_log_interval_s: how often the engine logs its counters; 0 disables.
     self_heal: the plugin process starts a guardian process that replaces it if it
         dies (eKuiper never restarts a function plugin); see pyai/plugin/guardian.py.
+    hang_timeout_s: with self_heal, a process whose call has made no progress for this
+        long while it used next to no CPU (or that has been stopped this long) is
+        frozen: the guardian replaces it; a busy one only after twice this long.
+        Below eKuiper's 5 s reply deadline, and at least a second above the longest
+        decode the limits allow (max_decode_ms; a window's frames each count apart);
+        0 = only a process that dies is replaced.
     skip_unchanged: the unchanged-frame gate's threshold (pyai/gate.py); 0 = off.
         A frame none of whose cells moved by more than this many grey levels
         (brightness change taken away) from the last frame the model ran on at the
@@ -141,6 +147,7 @@ class Config:
     batch_mode: str = "auto"
     stats_log_interval_s: float = 60.0
     self_heal: bool = True
+    hang_timeout_s: float = 3.5
     skip_unchanged: float = 0.0
     skip_unchanged_margin: float = 0.0
     reload_check_s: float = 0.25
@@ -175,6 +182,9 @@ class Config:
             raise ModelError("config mean must be a number")
         if self.scores not in ("auto", "probability", "logits"):
             raise ModelError("config scores must be auto, probability or logits")
+        if self.hang_timeout_s < 0 or 0 < self.hang_timeout_s * 1000 < self.max_decode_ms + 1000:
+            raise ModelError(f"config hang_timeout_s must be 0 (off) or at least 1 s above max_decode_ms "
+                             f"({self.max_decode_ms / 1000:.1f} s), got {self.hang_timeout_s}")
         if not self.skip_unchanged >= 0:
             raise ModelError("config skip_unchanged must be >= 0 (0 = off), true or false")
         if not self.reload_check_s >= 0:

@@ -40,7 +40,7 @@ import pynng
 CONTROL_URL = "ipc:///tmp/plugin_{}.ipc"
 FUNCTION_URL = "ipc:///tmp/func_{}.ipc"
 HOST_CONFIG = '{"sendTimeout":1000}'
-LOCK_PATH = "/tmp/plugin_{}.lock"  # pyai.plugin.instance.LOCK_PATH
+LOCK_PATH = "/tmp/pyai-{uid}/plugin_{name}.lock"  # pyai.plugin.instance.lock_path
 
 
 class HostError(RuntimeError):
@@ -310,7 +310,7 @@ class PluginHost:
 def lock_holder(name: str = "pyai") -> Optional[int]:
     """The pid written in the plugin's instance lock file, if that process runs."""
     try:
-        text = Path(LOCK_PATH.format(name)).read_text().split()
+        text = Path(LOCK_PATH.format(uid=os.getuid(), name=name)).read_text().split()
     except OSError:
         return None
     pid = int(text[0]) if text and text[0].isdigit() else None

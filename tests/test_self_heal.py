@@ -207,3 +207,95 @@ def test_handshake_before_the_model_loads(own_host, images, installed_plugin):
     assert _top1(reply) == CAT
     assert answered >= 3.0, "the model load was not slowed: the test proves nothing"
     print(f"\nhandshake {handshake * 1000:.0f} ms, first answer {answered * 1000:.0f} ms (model load + 3 s)")
+
+
+# -- a frozen process (issue #20) -------------------------------------------------------------
+
+
+def _answers_again(host, frame: bytes, timeout_s: float = 10.0) -> float:
+    """Seconds from now until labelImage answers ``frame`` again (calls that time out
+    meanwhile are the ones in flight while frozen)."""
+    from tests.hostsim import HostTimeout
+
+    t0 = time.perf_counter()
+    while True:
+        try:
+            reply = host.exec("labelImage", frame)
+            if reply.state:
+                return time.perf_counter() - t0
+        except HostTimeout:
+            pass
+        assert time.perf_counter() - t0 < timeout_s, f"labelImage not answered again within {timeout_s} s"
+
+
+@pytest.mark.timeout(90)
+def test_stopped_process_is_replaced_and_never_answers_again(host, images):
+    """SIGSTOP of the serving process between two calls: the guardian sees it stopped for
+    longer than hang_timeout_s, kills it and starts a replacement; a SIGCONT later finds
+    nothing, so no second server and no late answer. pyaiStats counts it as hung."""
+    cat = images["cat_720p.jpg"]
+    assert _top1(host.exec("labelImage", cat)) == CAT
+    before = _process(host)
+    victim = before["pid"]
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        took = _answers_again(host, cat)
+    finally:
+        try:
+            os.kill(victim, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    info = _process(host)
+    print(f"\nSIGSTOP of {victim}: labelImage answered by {info['pid']} {took:.2f} s later")
+    assert info["pid"] != victim and info["healed_from"] == victim
+    assert info["replacements"]["hung"] == before["replacements"]["hung"] + 1
+    assert "stopped" in info["replaced_because"]
+    assert wait_gone(victim, 5)
+    r = host.exec("labelImages", [cat, images["hot_dog.jpg"]])
+    assert r.state and [x[0]["label"] for x in r.result] == [CAT, HOT_DOG]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fault", ["pyai-test-native-hang", "pyai-test-deadlock"])
+def test_a_call_that_never_returns_is_healed(own_host, images, installed_plugin, fault):
+    """A native call that never returns (holding the GIL: the whole process stops) and a
+    deadlock (one thread stops): that call is lost, the host's next calls are answered by
+    a replacement, and pyaiStats says why."""
+    if os.environ.get("PYAI_PLUGIN_PYTHON"):
+        pytest.skip("the fault wrapper runs on the host's Python")
+    from tests.hostsim import HostTimeout
+
+    _, python, _ = installed_plugin
+    h = own_host(python_cmd=list(python) + [str(HERE / "hang_plugin.py")])
+    h.start()
+    cat = images["cat_720p.jpg"]
+    assert _top1(h.exec("labelImage", cat)) == CAT
+    victim = _process(h)["pid"]
+    try:
+        # The host re-sends the call in flight to the replacement (which runs without
+        # the fault wrapper: the frame is then just not an image), or gives up on it.
+        reply = h.exec("labelImage", fault.encode())
+        assert not reply.state and "not an image" in reply.result, reply
+    except HostTimeout:
+        pass
+    took = _answers_again(h, cat)
+    info = _process(h)
+    assert info["healed_from"] == victim and info["replacements"] == {"died": 0, "hung": 1}
+    assert "labelImage call made no progress" in info["replaced_because"]
+    assert wait_gone(victim, 5)
+    print(f"\n{fault}: answered again {took:.2f} s after the host gave up on the call")
+
+
+@pytest.mark.timeout(120)
+def test_slow_legal_calls_are_not_taken_for_hangs(host, images):
+    """A window of 8 large frames, and labelImage on the largest frames, back to back:
+    no replacement."""
+    big = images["cat_1080p.jpg"]
+    before = _process(host)
+    for _ in range(3):
+        r = host.exec("labelImages", [big] * 8)
+        assert r.state and all(isinstance(x, list) for x in r.result), r.result
+    for _ in range(10):
+        assert host.exec("labelImage", big).state
+    after = _process(host)
+    assert after["pid"] == before["pid"] and after["replacements"] == before["replacements"]

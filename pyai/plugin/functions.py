@@ -144,13 +144,21 @@ def _site(meta: Any) -> str:
     return meta if isinstance(meta, str) else json.dumps(meta, sort_keys=True)
 
 
+def _no_heartbeat() -> None:
+    pass
+
+
 class LabelImage:
-    """``labelImage(img [, topK [, minConfidence]])``."""
+    """``labelImage(img [, topK [, minConfidence]])``.
+
+    ``heartbeat`` (set by the runtime when the guardian watches for hangs) marks
+    progress: the wait for the model to load is not part of a call's time."""
 
     takes_meta = True
 
     def __init__(self, holder: ClassifierHolder):
         self.holder = holder
+        self.heartbeat: Callable[[], None] = _no_heartbeat
 
     def validate(self, args: List[Any]) -> str:
         if not 1 <= len(args) <= 3:
@@ -166,16 +174,20 @@ class LabelImage:
         k = _int_arg(args[1], "topK") if len(args) > 1 else None
         min_conf = _float_arg(args[2], "minConfidence") if len(args) > 2 else None
         with self.holder.use() as clf:
+            self.heartbeat()
             return clf.label_bytes(_frame_bytes(clf, args[0]), _site(meta), top_k=k, min_confidence=min_conf)
 
 
 class LabelImages:
-    """``labelImages(col)``: aggregate; one result list per frame of the window, in order."""
+    """``labelImages(col)``: aggregate; one result list per frame of the window, in order.
+    Each frame done marks progress (``heartbeat``): a long window of legal frames is
+    never taken for a hang."""
 
     takes_meta = True
 
     def __init__(self, holder: ClassifierHolder):
         self.holder = holder
+        self.heartbeat: Callable[[], None] = _no_heartbeat
 
     def validate(self, args: List[Any]) -> str:
         if len(args) != 1:
@@ -197,6 +209,8 @@ class LabelImages:
             return self._label(clf, frames, meta)
 
     def _label(self, clf: "Classifier", frames: List[Any], meta: Any) -> List[Any]:
+        beat = self.heartbeat
+        beat()
         out: List[Any] = []
         good: List[int] = []
         data = []
@@ -209,16 +223,18 @@ class LabelImages:
             good.append(len(out))
             out.append(None)
         if clf.gate is not None:
-            return self._gated(clf, _site(meta), out, good, data)
+            return self._gated(clf, _site(meta), out, good, data, beat)
         for i, fut in zip(good, clf.engine.submit_many(data)):
             try:
                 out[i] = fut.result()
             except Exception as exc:  # noqa: BLE001 - one frame's failure must not sink the window
                 out[i] = {"error": one_line(exc)}
+            beat()
         return out
 
     @staticmethod
-    def _gated(clf: "Classifier", site: str, out: List[Any], good: List[int], data: List[Any]) -> List[Any]:
+    def _gated(clf: "Classifier", site: str, out: List[Any], good: List[int], data: List[Any],
+               beat: Callable[[], None]) -> List[Any]:
         # In order, one by one: each frame is compared with the last frame run at
         # this site, which may be an earlier frame of this window. A window of a
         # fixed camera is mostly answered by the gate; a changing one runs at the
@@ -228,6 +244,7 @@ class LabelImages:
                 out[i] = clf.label_bytes(frame_bytes, site)
             except PyaiError as exc:  # this frame only
                 out[i] = {"error": one_line(exc)}
+            beat()
         return out
 
 
@@ -238,6 +255,7 @@ class PyaiStats:
     def __init__(self, holder: ClassifierHolder, process_info: Optional[Callable[[], Dict[str, Any]]] = None):
         self.holder = holder
         self.process_info = process_info
+        self.heartbeat: Callable[[], None] = _no_heartbeat
 
     def validate(self, args: List[Any]) -> str:
         return "" if len(args) == 0 else f"pyaiStats takes no arguments, got {len(args)}"
@@ -247,6 +265,7 @@ class PyaiStats:
 
     def exec(self, args: List[Any]) -> Any:
         clf = self.holder.get()
+        self.heartbeat()
         # clf.stats() does not start the engine: {} until labelImages has run.
         out = {"model": clf.describe(), "engine": clf.stats(), "model_generation": self.holder.generation}
         if clf.gate is not None:

@@ -11,6 +11,15 @@ which dials the same channels (``PluginRuntime.attach_listening``). The call in
 flight is re-sent by the host to the new process when it says hello, so at most
 that one call fails, and only if the replacement takes more than the host's 5 s.
 
+A process that stops answering while alive (``SIGSTOP``, a native call that
+never returns, a deadlock) is replaced too: the guardian reads the plugin
+process's calls in flight (``callboard.py``) and, when one has made no progress
+for ``hang_timeout_s`` (or the process has been stopped that long), kills it
+with ``SIGKILL`` (a stopped process dies too, so a later ``SIGCONT`` finds
+nothing: never two servers, never a late duplicate answer) and heals as after a
+death. Each replacement passes on the counts of replacements and why
+(``PYAI_REPLACEMENTS``), which ``pyaiStats()`` shows.
+
 The guardian does not heal when the death was meant:
 
 - the plugin process asked it to leave first (a deliberate exit: kuiperd gone,
@@ -33,13 +42,15 @@ from __future__ import annotations
 import logging
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
+from .callboard import CALLS_FD_ENV, CallBoard, HangCheck
 from .instance import LOCK_FD_ENV, InstanceLock
 from .runtime import CONTROL_URL, listening
 
@@ -52,6 +63,15 @@ LOG_MAX_BYTES = 4 << 20
 GRACE_S = 0.25
 FAILED_STARTS_ENV = "PYAI_FAILED_STARTS"
 HEALED_FROM_ENV = "PYAI_HEALED_FROM"
+# Replacements so far in this line of processes and the last one's reason:
+# "died=1,hung=2" and a line of text.
+REPLACEMENTS_ENV = "PYAI_REPLACEMENTS"
+HEAL_REASON_ENV = "PYAI_HEAL_REASON"
+# The plugin process's hang bound, for its guardian (0 = do not watch for hangs).
+HANG_BOUND_ENV = "PYAI_GUARD_HANG_S"
+# How often the guardian reads the calls in flight: a hang is acted on within
+# the bound plus two of these.
+HANG_POLL_S = 0.25
 MAX_FAILED_STARTS = 5
 # A guardian that dies is replaced at most this often.
 RESPAWN_MIN_INTERVAL_S = 1.0
@@ -80,20 +100,50 @@ def open_log(folder: Path):
     return open(path, "ab", buffering=0)
 
 
-def wait_for_exit(pid: int, poll_s: float = 0.05) -> None:
-    """Block until process ``pid`` (not our child) has exited."""
+def wait_for_exit(pid: int, poll_s: float = 0.05, hang: Optional[HangCheck] = None) -> Optional[str]:
+    """Block until process ``pid`` (not our child) has exited, or until ``hang`` says
+    it is frozen (then returns why)."""
     try:
         fd = os.pidfd_open(pid)  # Linux >= 5.3: readable once the process ends
     except (AttributeError, OSError):
         fd = -1
-    if fd >= 0:
-        try:
-            select.select([fd], [], [])
-        finally:
+    timeout = HANG_POLL_S if hang is not None else None
+    try:
+        while True:
+            if fd >= 0:
+                if select.select([fd], [], [], timeout)[0]:
+                    return None
+            elif not process_running(pid):
+                return None
+            else:
+                time.sleep(poll_s if hang is None else HANG_POLL_S)
+            why = hang.stuck() if hang is not None else None
+            if why is not None:
+                return why
+    finally:
+        if fd >= 0:
             os.close(fd)
-        return
-    while process_running(pid):
-        time.sleep(poll_s)
+
+
+def replacements(env: Optional[dict] = None) -> Dict[str, int]:
+    """{"died": n, "hung": m}: the replacements so far, from ``PYAI_REPLACEMENTS``."""
+    out = {"died": 0, "hung": 0}
+    for item in (os.environ if env is None else env).get(REPLACEMENTS_ENV, "").split(","):
+        key, _, count = item.partition("=")
+        if key in out and count.isdigit():
+            out[key] = int(count)
+    return out
+
+
+def hang_check(pid: int) -> Optional[HangCheck]:
+    """The guardian's hang check of ``pid``, from what its plugin process passed on."""
+    raw = os.environ.pop(HANG_BOUND_ENV, "")
+    try:
+        bound = float(raw)
+    except ValueError:
+        return None
+    board = CallBoard.inherited()
+    return HangCheck(board, pid, bound) if board is not None and bound > 0 else None
 
 
 def process_running(pid: int) -> bool:
@@ -123,8 +173,17 @@ def why_not_heal(plugin_name: str, executable: Path, identity: Identity, failure
 def guard(pid: int, executable: Path, host_config: str, plugin_name: str, python: str) -> int:
     """The guardian process: wait for ``pid`` to die, then start a replacement if it should."""
     identity = folder_identity(executable)
-    log.info("guardian %d: watching plugin process %d", os.getpid(), pid)
-    wait_for_exit(pid)
+    hang = hang_check(pid)
+    log.info("guardian %d: watching plugin process %d (hangs: %s)", os.getpid(), pid,
+             f"after {hang.bound_ns / 1e9:.1f} s" if hang else "not watched")
+    frozen = wait_for_exit(pid, hang=hang)
+    if frozen is not None:
+        log.warning("guardian %d: plugin process %d is frozen: %s; killing it", os.getpid(), pid, frozen)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wait_for_exit(pid)
     time.sleep(GRACE_S)
     lock = InstanceLock(plugin_name)
     # A process that dies before it is ready counts towards giving up; one that
@@ -137,9 +196,13 @@ def guard(pid: int, executable: Path, host_config: str, plugin_name: str, python
         log.info("guardian %d: plugin process %d ended; not replacing it: %s", os.getpid(), pid, reason)
         lock.close()
         return 0
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in (CALLS_FD_ENV, HANG_BOUND_ENV)}
     env[FAILED_STARTS_ENV] = str(failures)
     env[HEALED_FROM_ENV] = str(pid)
+    counts = replacements()
+    counts["hung" if frozen else "died"] += 1
+    env[REPLACEMENTS_ENV] = ",".join(f"{k}={v}" for k, v in counts.items())
+    env[HEAL_REASON_ENV] = f"process {pid} {'was frozen: ' + frozen if frozen else 'died'}"
     env[LOCK_FD_ENV] = str(lock.fileno())
     os.set_inheritable(lock.fileno(), True)
     with open_log(executable.parent) as out:
@@ -153,7 +216,8 @@ def guard(pid: int, executable: Path, host_config: str, plugin_name: str, python
             pass_fds=(lock.fileno(),),
             start_new_session=True,
         )
-    log.warning("guardian %d: plugin process %d died; started %d in its place", os.getpid(), pid, proc.pid)
+    log.warning("guardian %d: plugin process %d %s; started %d in its place", os.getpid(), pid,
+                "was frozen" if frozen else "died", proc.pid)
     lock.close()  # the replacement holds it now
     return 0
 
@@ -168,8 +232,11 @@ def guard_main(args: Sequence[str]) -> int:
 class Guardian:
     """The plugin process's side: starts its guardian, and another if that one dies."""
 
-    def __init__(self, executable: Path, host_config: str, plugin_name: str, python: str = sys.executable):
+    def __init__(self, executable: Path, host_config: str, plugin_name: str, python: str = sys.executable,
+                 board: Optional[CallBoard] = None, hang_timeout_s: float = 0.0):
         self.executable = executable
+        self.board = board
+        self.hang_timeout_s = hang_timeout_s if board is not None else 0.0
         self.host_config = host_config
         self.plugin_name = plugin_name
         self.python = python
@@ -191,10 +258,18 @@ class Guardian:
         with self._lock:
             if self._stopping:
                 return
+            env = dict(os.environ)
+            fds: Tuple[int, ...] = ()
+            if self.board is not None and self.hang_timeout_s > 0:
+                env[CALLS_FD_ENV] = str(self.board.fd)
+                env[HANG_BOUND_ENV] = repr(self.hang_timeout_s)
+                fds = (self.board.fd,)
             with open_log(self.executable.parent) as out:
                 self.proc = subprocess.Popen(
                     [self.python, "-u", str(self.executable), "--guard", str(os.getpid()), self.plugin_name, self.host_config],
                     cwd=self.executable.parent,
+                    env=env,
+                    pass_fds=fds,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,

@@ -8,10 +8,17 @@ again): the process eKuiper started wins, because eKuiper tracks and stops
 that one. It asks the holder to leave (SIGTERM, which it handles by closing its
 channels and exiting without healing) and takes the lock.
 
-The lock is ``flock`` on ``/tmp/plugin_<name>.lock`` (next to the host's IPC
-files): the kernel drops it when its holder dies, however it dies, and a
-guardian can pass a held lock to the process it starts (an inherited file
-descriptor shares the lock).
+The lock is ``flock`` on ``/tmp/pyai-<uid>/plugin_<name>.lock``: the kernel
+drops it when its holder dies, however it dies, and a guardian can pass a held
+lock to the process it starts (an inherited file descriptor shares the lock).
+It is machine-wide like the host's IPC paths it guards (``/tmp`` is where they
+are, whatever TMPDIR says), but in a folder of our own: ``/tmp`` is writable by
+every local user, who could otherwise create the lock file first, or a symlink
+by its name that our open would follow and our writes truncate. The folder is
+made mode 0700 and used only if it is a real folder (not a symlink), ours and
+closed to others; the file is opened with ``O_NOFOLLOW``. A folder that fails
+these checks (another user made it first) leaves the process serving without
+the lock, and so without self-healing, and says why.
 """
 
 from __future__ import annotations
@@ -21,12 +28,14 @@ import fcntl
 import logging
 import os
 import signal
+import stat
 import time
 from typing import Optional
 
 log = logging.getLogger(__name__)
 
-LOCK_PATH = "/tmp/plugin_{}.lock"
+LOCK_DIR = "/tmp/pyai-{uid}"
+LOCK_NAME = "plugin_{}.lock"
 # How long the process eKuiper started waits for a holder to leave after SIGTERM,
 # then after SIGKILL. A holder leaves in a few ms; an emulated or swapped-out one
 # may need longer.
@@ -35,12 +44,40 @@ KILL_WAIT_S = 2.0
 LOCK_FD_ENV = "PYAI_LOCK_FD"
 
 
+class LockUnsafe(RuntimeError):
+    """The lock's folder is not safely ours."""
+
+
+def lock_dir(uid: Optional[int] = None) -> str:
+    """Our private folder under /tmp, made if missing; LockUnsafe unless it is a real
+    folder owned by us that no one else can write to or list."""
+    uid = os.getuid() if uid is None else uid
+    path = LOCK_DIR.format(uid=uid)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise LockUnsafe(f"{path} is not a folder (a symlink or a file someone made)")
+    if st.st_uid != uid:
+        raise LockUnsafe(f"{path} belongs to uid {st.st_uid}, not to us ({uid}); remove it")
+    if st.st_mode & 0o077:
+        raise LockUnsafe(f"{path} is open to other users (mode {st.st_mode & 0o777:o}); remove it")
+    return path
+
+
+def lock_path(plugin_name: str) -> str:
+    return os.path.join(lock_dir(), LOCK_NAME.format(plugin_name))
+
+
 class InstanceLock:
     """The lock file of one plugin, held (or not) through one open file descriptor."""
 
     def __init__(self, plugin_name: str, fd: Optional[int] = None):
-        self.path = LOCK_PATH.format(plugin_name)
-        self.fd = fd if fd is not None else os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.path = lock_path(plugin_name) if fd is None else f"(inherited fd {fd})"
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        self.fd = fd if fd is not None else os.open(self.path, flags, 0o600)
         self.held = fd is not None
 
     @classmethod

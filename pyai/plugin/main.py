@@ -78,28 +78,29 @@ class Plugin:
         self.healed_from = os.environ.get("PYAI_HEALED_FROM")
 
     def run(self) -> int:
+        from ..config import Config
         from .functions import ClassifierHolder, build_functions
         from .guardian import Guardian, folder_identity
-        from .instance import InstanceLock
 
         log, runtime = self.log, self.runtime
-        lock = InstanceLock.inherited(PLUGIN_NAME) or InstanceLock(PLUGIN_NAME)
-        if not lock.held:
-            previous = lock.take_over()
-            if previous:
-                log.info("pyai: took over from process %s", previous)
+        lock = self._instance_lock()
         config, config_error = self._config()
         holder = ClassifierHolder(self._factory(config, config_error))
 
         guardian: Optional[Guardian] = None
-        if config is None or config.self_heal:
-            guardian = Guardian(self.executable, self.host_config, PLUGIN_NAME)
+        self_heal = (config is None or config.self_heal) and lock is not None
+        if self_heal:
+            hang_s = (config or Config()).hang_timeout_s
+            runtime.board = self._call_board() if hang_s > 0 else None
+            guardian = Guardian(self.executable, self.host_config, PLUGIN_NAME, board=runtime.board,
+                                hang_timeout_s=hang_s)
             try:
                 guardian.start()
             except OSError as exc:
                 log.error("pyai: cannot start the guardian: %s; this process will not heal", exc)
                 guardian = None
-        lock.record(os.getpid(), guardian.pid if guardian else 0)
+        if lock is not None:
+            lock.record(os.getpid(), guardian.pid if guardian else 0)
         threading.Thread(target=self._when_ready, args=(holder, lock, guardian), name="pyai-ready", daemon=True).start()
         info = self._process_info(guardian)
         runtime.factories = build_functions(holder, info)
@@ -120,9 +121,35 @@ class Plugin:
         # Leaving on purpose: nothing to heal.
         if guardian is not None:
             guardian.stop()
-        lock.close()
+        if lock is not None:
+            lock.close()
         log.info("pyai: exiting: %s", runtime.ended)
         return 0
+
+    def _instance_lock(self) -> Any:
+        """This plugin's instance lock, taken over from a process serving it; None
+        (serve, without healing) when it cannot be had safely."""
+        from .instance import InstanceLock, LockUnsafe
+
+        try:
+            lock = InstanceLock.inherited(PLUGIN_NAME) or InstanceLock(PLUGIN_NAME)
+        except (LockUnsafe, OSError) as exc:
+            self.log.error("pyai: no instance lock (%s); serving without self-healing", exc)
+            return None
+        if not lock.held:
+            previous = lock.take_over()
+            if previous:
+                self.log.info("pyai: took over from process %s", previous)
+        return lock
+
+    def _call_board(self) -> Any:
+        from .callboard import CallBoard
+
+        try:
+            return CallBoard()
+        except (OSError, AttributeError) as exc:  # AttributeError: no os.memfd_create
+            self.log.error("pyai: cannot share calls in flight with the guardian (%s); hangs are not healed", exc)
+            return None
 
     def _config(self):
         from ..config import load_config
@@ -168,7 +195,10 @@ class Plugin:
 
     def _when_ready(self, holder: Any, lock: Any, guardian: Any) -> None:
         holder.wait()
-        if self.runtime.ended is None:
+        if self.runtime.board is not None:
+            # From now on a call that makes no progress is a hang, not a wait for the model.
+            self.runtime.board.set_ready()
+        if self.runtime.ended is None and lock is not None:
             lock.record(os.getpid(), guardian.pid if guardian else 0, ready=True)
         if holder.classifier is not None:
             from ..resize import IMPLEMENTATION
@@ -182,8 +212,12 @@ class Plugin:
             )
 
     def _process_info(self, guardian: Any) -> Callable[[], Dict[str, Any]]:
+        from .guardian import HEAL_REASON_ENV, replacements
+
         pid = os.getpid()
         healed_from = int(self.healed_from) if self.healed_from and self.healed_from.isdigit() else None
+        counts = replacements()
+        reason = os.environ.get(HEAL_REASON_ENV) if healed_from else None
 
         def info() -> Dict[str, Any]:
             return {
@@ -191,6 +225,10 @@ class Plugin:
                 "healed_from": healed_from,
                 "guardian_pid": guardian.pid if guardian else None,
                 "uptime_s": round(time.perf_counter() - self.started, 1),
+                # Since eKuiper last started a process of its own: processes replaced
+                # because they died and because they were frozen; why this one was.
+                "replacements": counts,
+                "replaced_because": reason,
             }
 
         return info

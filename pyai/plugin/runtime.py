@@ -29,6 +29,7 @@ import socket
 import threading
 from typing import Any, Callable, Dict, List, Optional, Protocol
 
+from .callboard import CallBoard, CallSlot
 from .sp import ChannelClosed, ReqSocket
 
 log = logging.getLogger(__name__)
@@ -206,19 +207,36 @@ def listening(url: str) -> bool:
 
 
 class SymbolRunner:
-    """One function symbol served on its own thread."""
+    """One function symbol served on its own thread; with a ``slot``, each call in
+    flight is marked on the guardian's call board (``callboard.py``), and a function
+    with a ``heartbeat`` attribute gets the slot's, to mark progress inside a long call."""
 
-    def __init__(self, name: str, fn: Function, on_broken: Callable[[str], None], dial_attempts: int = DIAL_ATTEMPTS):
+    def __init__(self, name: str, fn: Function, on_broken: Callable[[str], None], dial_attempts: int = DIAL_ATTEMPTS,
+                 slot: Optional[CallSlot] = None):
         self.name = name
         self.fn = fn
         self.on_broken = on_broken
+        self.slot = slot
         self.channel = Channel(FUNCTION_URL.format(name), dial_attempts)
         self.thread = threading.Thread(target=self._run, name=f"pyai-func-{name}", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        fn = self.fn
-        self.channel.serve(lambda buf, n: handle_function_request(fn, buf, n))
+        fn, slot = self.fn, self.slot
+        if slot is None:
+            self.channel.serve(lambda buf, n: handle_function_request(fn, buf, n))
+        else:
+            if hasattr(fn, "heartbeat"):
+                fn.heartbeat = slot.beat  # type: ignore[attr-defined]
+
+            def marked(buf: bytearray, n: int) -> bytes:
+                slot.begin()
+                try:
+                    return handle_function_request(fn, buf, n)
+                finally:
+                    slot.end()
+
+            self.channel.serve(marked)
         if self.channel.broken:
             self.on_broken(f"function channel {self.name}: {self.channel.broken}")
 
@@ -246,6 +264,8 @@ class PluginRuntime:
         self.runners: Dict[str, SymbolRunner] = {}
         self.control: Optional[Channel] = None
         self.ended: Optional[str] = None
+        # Set by the plugin process when its guardian watches for hangs.
+        self.board: Optional[CallBoard] = None
         self._lock = threading.RLock()
 
     def run(self) -> None:
@@ -314,7 +334,8 @@ class PluginRuntime:
             if fn is None:
                 fn = self.instances[symbol] = self.factories[symbol]()
             log.info("pyai: starting function %s", symbol)
-            self.runners[symbol] = SymbolRunner(symbol, fn, self.shutdown, dial_attempts)
+            slot = self.board.slot(symbol) if self.board is not None else None
+            self.runners[symbol] = SymbolRunner(symbol, fn, self.shutdown, dial_attempts, slot)
 
     def stop_symbol(self, symbol: str) -> None:
         with self._lock:

@@ -125,9 +125,12 @@ class Mosquitto:
     def url(self) -> str:
         return f"tcp://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 10) -> "Mosquitto":
+    def start(self, timeout: float = 10, same_port: bool = False) -> "Mosquitto":
+        """Start on a free port (or, with ``same_port``, on the port of the last start:
+        a broker restarted under its clients)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        if not (same_port and self.port):
+            self.port = free_port()
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"

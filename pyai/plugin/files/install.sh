@@ -80,13 +80,16 @@ if ! "$PY" -m pip --version >/dev/null 2>&1; then
   echo "pyai: '$PY' has no pip (python3 -m venv makes a venv with pip; Debian: apt install python3-pip)" >&2
   exit 1
 fi
-if ! pip_install -r requirements.txt; then
-  echo "pyai: installing requirements.txt failed" >&2
+# Exact versions, each file checked against its sha256 in requirements.txt, wheels
+# only: the packages that were tested, or a failed install (never a different one).
+if ! pip_install --require-hashes --only-binary :all: -r requirements.txt; then
+  echo "pyai: installing requirements.txt failed (it pins wheels for Python 3.9-3.13 on x86_64 and aarch64 Linux, with hashes)" >&2
   exit 1
 fi
 
 # The C resize is optional: without a compiler the NumPy path gives the same answers.
-if [ "${PYAI_NO_NATIVE:-0}" != "1" ] && pip_install ./native_preproc; then
+# Built with the pinned setuptools just installed: nothing fetched unpinned.
+if [ "${PYAI_NO_NATIVE:-0}" != "1" ] && pip_install --no-build-isolation --no-deps --no-index ./native_preproc; then
   echo "pyai: native_preproc built"
   # Built beside it only where libjpeg-turbo's headers are installed.
   if "$PY" -c 'import native_jpeg' 2>/dev/null; then
