@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Iterable, List, Tuple
 
 import numpy as np
@@ -22,6 +23,7 @@ from .labels import Result, load_labels, top_k
 from .model import Model
 from .resize import resize_into
 from .source import ImageInput, to_bytes
+from .split_policy import SplitPolicy
 
 
 # The call site of API callers that do not name one.
@@ -41,6 +43,13 @@ class Classifier:
             cfg = cfg.replace(**overrides)
         self.config = cfg
         self.model = Model(cfg.model, cfg.interpreter_threads)
+        # A lone frame with threads and decode_threads left to pyai (0): split over
+        # the cores or run on one, whichever the calls show faster (pyai/split_policy.py).
+        self.one_core: Model | None = None
+        self.split_policy: SplitPolicy | None = None
+        if cfg.threads == 0 and cfg.decode_threads == 0 and self.model.threads > 1:
+            self.one_core = Model(cfg.model, 1)
+            self.split_policy = SplitPolicy()
         self.labels = load_labels(cfg.labels, self.model.num_classes)
         self.limits = Limits(max_pixels=cfg.max_pixels, max_decode_ms=cfg.max_decode_ms)
         self.crop = cfg.crop
@@ -65,8 +74,10 @@ class Classifier:
     def warm_up(self) -> None:
         """Run once on a blank frame so the first real call does not pay delegate set-up."""
         with self._lock:
-            self.model.input_tensor[...] = 0
-            self.model.run()
+            for model in (self.model, self.one_core):
+                if model is not None:
+                    model.input_tensor[...] = 0
+                    model.run()
 
     # -- stages, usable one by one (the engine and the bench call them) --------
 
@@ -158,8 +169,16 @@ class Classifier:
         through the unchanged-frame gate at ``site`` when it is on."""
         gate = self.gate
         if gate is None:
-            frame = self.decode_bytes(data, reuse=True, split=True, crop=crop)
-            return self.label_frame(frame, top_k, min_confidence, crop=crop)
+            policy = self.split_policy
+            if policy is None:
+                frame = self.decode_bytes(data, reuse=True, split=True, crop=crop)
+                return self.label_frame(frame, top_k, min_confidence, crop=crop)
+            split = policy.choose()
+            t0 = time.perf_counter()
+            frame = self.decode_bytes(data, reuse=True, split=split, crop=crop)
+            result = self._label_on(self.model if split else self.one_core, frame, top_k, min_confidence, crop)
+            policy.record(split, time.perf_counter() - t0)
+            return result
         header = inspect(data)
         check(header, self.limits)
         if header.kind == "jpeg":
@@ -223,9 +242,13 @@ class Classifier:
     ) -> Result:
         """Top-k labels of one decoded RGB frame (any size), of its ``crop`` region
         (default the config's)."""
+        return self._label_on(self.model, frame, top_k, min_confidence, crop)
+
+    def _label_on(self, model: Model, frame: np.ndarray, top_k: int | None, min_confidence: float | None,
+                  crop: Crop | None) -> Result:
         with self._lock:
-            self.fill(frame, self.model.input_slot(0), crop)
-            raw = self.model.run()[0]
+            self.fill(frame, model.input_slot(0), crop)
+            raw = model.run()[0]
             return self.results(raw, top_k, min_confidence)
 
     # -- many frames: the batching engine ------------------------------------------
@@ -265,6 +288,8 @@ class Classifier:
             desc["jpeg_decoder"] = f"native_jpeg, {self.splitter.stats()['threads']} threads"
         else:
             desc["jpeg_decoder"] = "simplejpeg"
+        if self.split_policy is not None:
+            desc["lone_frame"] = self.split_policy.stats()
         # Where skip_unchanged takes a JPEG frame's signature from (when it is on).
         desc["gate_signature"] = "native_dcsig" if walker_available() else "input tensor"
         return desc

@@ -354,6 +354,26 @@ class Bench:
             rate *= 2
         return rows
 
+    def variants(self, specs: Dict[str, Dict[str, str]]) -> Dict[str, List[Dict[str, Any]]]:
+        """pyai's labelImage again under other ``PYAI_*`` settings, each a fresh plugin
+        process (kuiperd restarted with them in its environment), rows named
+        ``pyai_<variant>``: the old and the forced configs against the default, same run."""
+        out: Dict[str, List[Dict[str, Any]]] = {}
+        names = {k for env in specs.values() for k in env}
+        for variant, env in specs.items():
+            # Every name any variant sets: unset ("") unless this one sets it.
+            full = {k: env.get(k, "") for k in names}
+            say(f"  variant {variant}: restarting kuiperd with {env} ...")
+            self.host.restart_kuiperd(full)
+            name = f"pyai_{variant}"
+            rows = [self.run_load("pyai", c, CAMERA_FPS, self.mode.seconds, "fixed", name=name)
+                    for c in FIXED_CAMERAS]
+            rows += self.ramp("pyai", capacity_of(rows), name=name)
+            out[name] = rows
+        if specs:
+            self.host.restart_kuiperd({k: "" for k in names})
+        return out
+
     def close(self) -> None:
         self.collector.close()
 
@@ -381,6 +401,15 @@ def kuiperd_counters(before: Dict[str, Any], after: Dict[str, Any]) -> Dict[str,
                                  if k.endswith("_process_latency_us")}
     out["last_exceptions"] = {k: str(v)[:200] for k, v in after.items()
                               if k.endswith("_last_exception") and v and v != before.get(k)}
+    return out
+
+
+def parse_variants(text: str) -> Dict[str, Dict[str, str]]:
+    """'name:K=V+K=V;name:K=V' -> {name: {K: V}}."""
+    out: Dict[str, Dict[str, str]] = {}
+    for item in filter(None, (x.strip() for x in text.split(";"))):
+        name, _, settings = item.partition(":")
+        out[name.strip()] = dict(kv.split("=", 1) for kv in settings.split("+") if "=" in kv)
     return out
 
 
@@ -504,6 +533,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help=f"which rules to load ({', '.join(RULES)}) and {ekuiper_gate.GATE_KEY}, the gate off/on "
                          "comparison (alone: written to <arch>-ekuiper-gate.json)")
     ap.add_argument("--no-overload", action="store_true")
+    ap.add_argument("--pyai-variants", default="",
+                    help="pyai's labelImage again under other settings, each a fresh plugin process, e.g. "
+                         "'two:PYAI_THREADS=2+PYAI_DECODE_THREADS=2;one:PYAI_THREADS=1+PYAI_DECODE_THREADS=1'")
     ap.add_argument("--workdir", type=Path, help="keep the hosts' folders and logs here")
     ap.add_argument("--out-dir", type=Path, default=benchlib.RESULTS)
     ap.add_argument("--no-save", action="store_true")
@@ -567,6 +599,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     rows = bench.fixed(key)
                     rows += bench.ramp(key, capacity_of(rows))
                     loads[key] = rows
+                loads.update(bench.variants(parse_variants(args.pyai_variants)))
                 if "pyai" in keys and not args.no_overload:
                     held = highest_held(loads["pyai"])
                     loads["overload"] = bench.overload(held["published_fps"] if held else capacity_of(loads["pyai"]))

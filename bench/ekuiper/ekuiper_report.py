@@ -223,9 +223,9 @@ def ceilings_panel(res: Dict[str, Any], ax: Any) -> None:
                        ("protocol_alone_one_thread", "pyai, protocol alone (1 thread)")):
         if res.get(key):
             bars.append((title, res[key]["fps"], "tab:olive"))
-    for key in ("pyai", "labelImages4", "labelImages"):
+    for key in ("pyai", "labelImages4", "labelImages", *[k for k in held if k.startswith("pyai_")]):
         if key in held:
-            bars.append((f"held: {TITLES[key]}", held.get(key), COLORS.get(key, "k")))
+            bars.append((f"held: {TITLES.get(key, key)}", held.get(key), COLORS.get(key, "tab:olive")))
     bars = [b for b in bars if b[1]]
     if not bars:
         ax.axis("off")
