@@ -621,6 +621,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 key = "protocol_alone" if variant == "default" else f"protocol_alone_{variant}"
                 res[key] = protocol_alone(host.python, host.kuiperd.plugin_dir, workdir, mode.protocol_calls, env)
             res["targets"] = targets(res, os.cpu_count() or 1)
+            res["sizing"] = ekuiper_report.sizing(res)
         res["machine"] = benchlib.machine_info()
         res["driver"] = {"python": platform.python_version(), "executable": os.path.basename(sys.executable)}
         res["bench_seconds"] = time.monotonic() - t_start

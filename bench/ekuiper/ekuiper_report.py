@@ -95,7 +95,54 @@ def print_report(res: Dict[str, Any], say: Callable[[str], None]) -> None:
     if res.get("fixed_camera"):
         for line in gate_lines(res):
             say(line)
+    for line in sizing_lines(res):
+        say(line)
     say("=" * 110)
+
+
+SIZING_FPS = (30, 15, 5)
+
+
+def _held_row(rows: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    held = [r for r in rows if r["held"]]
+    return max(held, key=lambda r: r["published_fps"]) if held else None
+
+
+def sizing(res: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Cameras one kuiperd + pyai holds on this machine, per way of running it: its
+    highest held rate / the camera's fps, with the CPU ms per frame of each part there."""
+    out = []
+    picks = [(k, TITLES.get(k, k), rows) for k, rows in res.get("loads", {}).items()
+             if k in ("pyai", "labelImages4", "labelImages")]
+    for variant, v in (res.get("fixed_camera") or {}).items():
+        picks.append((f"fixed_camera_{variant}", f"pyai labelImage, a fixed camera, skip_unchanged {variant}",
+                      v["loads"]))
+    for key, title, rows in picks:
+        row = _held_row(rows)
+        if row is None:
+            continue
+        ms = row["cpu_ms_per_frame"]
+        out.append({"key": key, "title": title, "held_fps": row["published_fps"],
+                    "p50_ms": row["latency_ms"]["p50"], "p99_ms": row["latency_ms"]["p99"],
+                    "cpu_ms": {g: ms[g] for g in ("plugin", "kuiperd", "mosquitto")},
+                    "cameras": {fps: int(row["published_fps"] // fps) for fps in SIZING_FPS}})
+    return out
+
+
+def sizing_lines(res: Dict[str, Any]) -> List[str]:
+    rows = sizing(res)
+    if not rows:
+        return []
+    out = ["sizing: 720p cameras one kuiperd + pyai holds here (highest held rate / camera fps), and the CPU ms "
+           "a frame costs each part there (for your box: cameras = cores x 1000 x 0.85 / (fps x the sum))",
+           f"  {'how':60s} {'held/s':>7s} {'p50':>6s} {'p99':>6s} {'plugin':>7s} {'kuiperd':>7s} {'mosq':>5s} "
+           + " ".join(f"{f'@{fps}fps':>6s}" for fps in SIZING_FPS)]
+    for r in rows:
+        c = r["cpu_ms"]
+        out.append(f"  {r['title']:60s} {r['held_fps']:7.1f} {r['p50_ms']:6.1f} {r['p99_ms']:6.1f} {c['plugin']:7.2f} "
+                   f"{c['kuiperd']:7.2f} {c['mosquitto']:5.2f} "
+                   + " ".join(f"{r['cameras'][fps]:6d}" for fps in SIZING_FPS))
+    return out
 
 
 def _count(gate: Optional[Dict[str, Any]], key: str) -> str:
