@@ -39,6 +39,10 @@ class Config:
         line 0 is index 0).
     threads: interpreter threads; 0 means the usable cores, capped at 4 (XNNPACK
         gains little beyond that for a 224x224 MobileNet and it starves the decoder).
+        With threads and decode_threads both 0, a lone frame (labelImage) is split
+        over those cores or run on one (a second, one-thread interpreter), whichever
+        its own recent calls were faster on (pyai/split_policy.py): on a machine busy
+        with the host, the broker and other jobs, splitting costs CPU and time.
     top_k: how many results ``labelImage`` returns, best first.
     min_confidence: results below this score are dropped.
     decode_oversample: JPEG DCT-domain downscaling stops where the crop region
