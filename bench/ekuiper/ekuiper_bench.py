@@ -481,8 +481,16 @@ def cores_limit(res: Dict[str, Any], key: str, cores: int) -> Optional[Dict[str,
         return None
     host_ms = row["cpu_ms_per_frame"]["kuiperd"] + row["cpu_ms_per_frame"]["mosquitto"]
     limit = cores * 1000.0 / (one["cpu_ms_per_frame"] + host_ms)
+    # The same with only the cores left over by what is not the product during that
+    # step: other users' jobs on this shared machine, the camera generator, the bench.
+    share = row["cpu_share"]
+    taken = sum(share.get(g, 0.0) for g in ("others", "cameras", "bench", "other_plugins")) * cores
+    left = max(cores - taken, 0.0)
+    limit_left = left * 1000.0 / (one["cpu_ms_per_frame"] + host_ms)
     return {"rule": key, "held_fps": row["published_fps"], "pyai_one_thread_cpu_ms": one["cpu_ms_per_frame"],
             "kuiperd_mosquitto_cpu_ms": host_ms, "limit_fps": limit, "ratio": row["published_fps"] / limit,
+            "cores_left": left, "limit_left_fps": limit_left,
+            "ratio_left": row["published_fps"] / limit_left if limit_left > 0 else None,
             "plugin_cpu_ms": row["cpu_ms_per_frame"]["plugin"]}
 
 

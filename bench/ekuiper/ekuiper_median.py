@@ -16,6 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
 
 def median(xs: List[Optional[float]]) -> Optional[float]:
     xs = [x for x in xs if x is not None]
@@ -29,6 +33,11 @@ def fmt(xs: List[Optional[float]], digits: int = 1) -> str:
 
 
 def summary(runs: List[Dict[str, Any]]) -> List[str]:
+    from bench.ekuiper.ekuiper_bench import cores_limit
+
+    for r in runs:  # recomputed: runs saved before a field was added get it too
+        r["cores_limit"] = {k: v for k in r["loads"]
+                            if (v := cores_limit(r, k, r["machine"]["cores"])) is not None and k != "overload"}
     out = []
     m = runs[0]["machine"]
     out.append(f"{len(runs)} runs on {m['arch']} | {m['cpu']} | {m['cores']} cores; created "
@@ -53,6 +62,9 @@ def summary(runs: List[Dict[str, Any]]) -> List[str]:
         out.append(f"  {key:20s} {fmt([x and x['limit_fps'] for x in lims])}; ratio {fmt([x and x['ratio'] for x in lims], 2)}; "
                    f"plugin CPU ms/frame {fmt([x and x['plugin_cpu_ms'] for x in lims], 2)}; kuiperd+mosquitto "
                    f"{fmt([x and x['kuiperd_mosquitto_cpu_ms'] for x in lims], 2)}")
+        out.append(f"  {'':20s} with the cores left by other jobs, the generator and the bench "
+                   f"({fmt([x and x['cores_left'] for x in lims], 2)}): {fmt([x and x['limit_left_fps'] for x in lims])}; "
+                   f"ratio {fmt([x and x['ratio_left'] for x in lims], 2)}")
     for key in ("protocol_alone", "protocol_alone_one_thread"):
         pas = [r.get(key) for r in runs]
         out.append(f"{key}: p50 ms {fmt([p and p['p50'] for p in pas], 2)}; frames/s {fmt([p and p['fps'] for p in pas])}; "

@@ -86,7 +86,9 @@ def print_report(res: Dict[str, Any], say: Callable[[str], None]) -> None:
         say(f"what the cores allow {TITLES.get(key, key)}: {res['machine']['cores']} x 1000 / "
             f"({lim['pyai_one_thread_cpu_ms']:.2f} pyai one thread + {lim['kuiperd_mosquitto_cpu_ms']:.2f} kuiperd and "
             f"mosquitto) = {lim['limit_fps']:.1f} frames/s; held {lim['held_fps']:.1f} = {lim['ratio']:.2f}x; "
-            f"plugin CPU there {lim['plugin_cpu_ms']:.2f} ms a frame")
+            f"plugin CPU there {lim['plugin_cpu_ms']:.2f} ms a frame; with the {lim.get('cores_left', 0):.2f} cores "
+            f"left by other jobs, the generator and the bench: {lim.get('limit_left_fps', 0):.1f} frames/s, held "
+            f"{lim.get('ratio_left') or 0:.2f}x of that")
     say("highest held rate: " + ", ".join(f"{TITLES.get(k, k)} {v:.1f} frames/s" if v else f"{TITLES.get(k, k)} none"
                                           for k, v in res["highest_held"].items()))
     say("targets" + ("" if res["mode"] == "full" else "  (quick mode: short loads; judge from a full run)"))
