@@ -36,8 +36,9 @@ def summary(runs: List[Dict[str, Any]]) -> List[str]:
     from bench.ekuiper.ekuiper_bench import cores_limit
 
     for r in runs:  # recomputed: runs saved before a field was added get it too
-        r["cores_limit"] = {k: v for k in r["loads"]
-                            if (v := cores_limit(r, k, r["machine"]["cores"])) is not None and k != "overload"}
+        r["cores_limit"] = {k: v for k in r["loads"] if (k in ("pyai", "labelImages4", "labelImages")
+                                                         or k.startswith("pyai_"))
+                            and (v := cores_limit(r, k, r["machine"]["cores"])) is not None}
     out = []
     m = runs[0]["machine"]
     out.append(f"{len(runs)} runs on {m['arch']} | {m['cpu']} | {m['cores']} cores; created "
