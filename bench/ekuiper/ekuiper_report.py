@@ -268,6 +268,9 @@ def ceilings_panel(res: Dict[str, Any], ax: Any) -> None:
     for key in ("pyai", "labelImages4", "labelImages"):
         if key in lim:
             bars.append((f"cores allow ({TITLES[key].replace('pyai ', '')})", lim[key]["limit_fps"], "tab:purple"))
+            if lim[key].get("limit_left_fps"):
+                bars.append((f"cores left by other jobs allow ({TITLES[key].replace('pyai ', '')})",
+                             lim[key]["limit_left_fps"], "plum"))
     for key, title in (("protocol_alone", "pyai, protocol alone (default)"),
                        ("protocol_alone_one_thread", "pyai, protocol alone (1 thread)")):
         if res.get(key):
