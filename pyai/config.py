@@ -50,6 +50,8 @@ class Config:
         calibration is applied in "auto".
     threads: interpreter threads; 0 means the usable cores, capped at 4 (XNNPACK
         gains little beyond that for a 224x224 MobileNet and it starves the decoder).
+        A frame of several views (crop_mode=squares) runs them instead one a core,
+        each on its own one-thread interpreter, up to this many at once.
     top_k: how many results ``labelImage`` returns, best first.
     min_confidence: results below this score are dropped.
     decode_oversample: JPEG DCT-domain downscaling stops where the crop region
@@ -80,7 +82,8 @@ class Config:
     decode_threads: threads one JPEG frame is decoded on by ``labelImage`` and
         ``Classifier.label`` (its rows split between them, ``native_jpeg``); 0 means
         the usable cores, capped at 4; 1 decodes in one piece. Calls come one at a
-        time, so without it the other cores idle while a frame decodes.
+        time, so without it the other cores idle while a frame decodes. Only a frame
+        of one view is split: several views already use the cores.
     mean, std: input normalisation ``(x - mean) / std``; unset (null) = the model's
         metadata. A float-input model needs them from one or the other; a quantized
         input maps pixels through them and its quantization (raw pixels without them).

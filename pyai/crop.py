@@ -74,6 +74,11 @@ class Crop:
         """True when the region is the whole frame (for any frame)."""
         return self.mode == "stretch" and self.fraction == 1.0
 
+    @property
+    def most_views(self) -> int:
+        """The most views (inferences) one frame is run as."""
+        return self.squares + int(self.whole) if self.mode == "squares" else 1
+
     def side_fractions(self, width: int, height: int, input_size: Tuple[int, int]) -> Tuple[float, float]:
         """The fractions of a ``width`` x ``height`` frame's width and height the region spans."""
         fw = fh = self.fraction

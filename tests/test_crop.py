@@ -414,3 +414,59 @@ def test_one_view_windows_still_share_one_batch(models_dir, labels_path, images,
                     assert g[0]["confidence"] == pytest.approx(w[0]["confidence"], abs=1e-6)
             assert eng.stats()["batch_sizes"] == {"8": 2}
             assert eng._free.qsize() == len(eng._slots)
+
+
+@pytest.mark.parametrize("n,whole,merge", [(1, True, "mean"), (3, False, "mean"), (2, True, "confident")])
+def test_views_in_parallel_answer_as_one_batch(models_dir, labels_path, images, n, whole, merge):
+    # With two interpreter threads the views run one a core on one-thread interpreters
+    # (pyai/parallel_views.py; 3 views on 2 lanes: view 2 on lane 0): the same answers
+    # as the batch of views on one thread, through label(), the gate and after close().
+    kw = dict(model=str(models_dir / TINY_MODEL), labels=str(labels_path), crop_mode="squares",
+              crop_fraction=1.0, crop_squares=n, crop_whole=whole, crop_merge=merge)
+    photos = [images[k] for k in ("cat_720p.jpg", "parrot.jpg", "hot_dog.jpg", "bird.bmp")]
+    with Classifier(threads=1, **kw) as batch:
+        want = [batch.label(p) for p in photos]
+        assert batch._parallel_views is None
+    par = Classifier(threads=2, **kw)
+    gated = Classifier(threads=2, skip_unchanged=True, **kw)
+    try:
+        assert par._parallel_views is not None and par._parallel_views.lanes == 2
+        assert not par._split_decode  # several views: the JPEG is not split as well
+        for p, w in zip(photos, want):
+            got = par.label(p)
+            assert [r["label"] for r in got] == [r["label"] for r in w]
+            np.testing.assert_allclose([r["confidence"] for r in got], [r["confidence"] for r in w], atol=1e-5)
+            assert [r["label"] for r in gated.label(p, site="cam")] == [r["label"] for r in w]
+        par.close()
+        assert par._parallel_views is None
+        assert [r["label"] for r in par.label(photos[0])] == [r["label"] for r in want[0]]
+    finally:
+        par.close()
+        gated.close()
+
+
+def test_parallel_views_spread_over_lanes(models_dir):
+    from pyai.parallel_views import ParallelViews
+
+    path = str(models_dir / TINY_MODEL)
+    content = Path(path).read_bytes()
+    lanes = ParallelViews(path, content, 2)
+    seen = []
+
+    def fill(box, slot):
+        seen.append(box)
+        slot[...] = box[0]  # a constant image per view: its row tells which view it was
+
+    try:
+        rows = lanes.run([(v, 0, 1, 1) for v in (0, 60, 120)], fill)
+        assert rows.shape[0] == 3 and sorted(b[0] for b in seen) == [0, 60, 120]
+        assert not np.array_equal(rows[0], rows[1]) and not np.array_equal(rows[1], rows[2])
+        for i, v in enumerate((0, 60, 120)):
+            one = lanes.run([(v, 0, 1, 1)], fill)[0]
+            np.testing.assert_array_equal(rows[i], one)
+        with pytest.raises(ValueError):
+            ParallelViews(path, content, 1)
+    finally:
+        lanes.close()
+    with pytest.raises(RuntimeError):
+        lanes.run([(0, 0, 1, 1)], fill)

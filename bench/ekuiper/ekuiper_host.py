@@ -39,20 +39,33 @@ class RuleKind:
     title: str
     sql: str
     window: int = 1  # frames per function call
+    plugin: Optional[str] = None  # the plugin folder whose processes the rule calls (None: no function)
+
+
+def _windowed(key: str, n: int) -> RuleKind:
+    return RuleKind(key, f"pyai labelImages, CountWindow({n})",
+                    f"SELECT labelImages(self) AS labels, collect(meta(topic)) AS topics FROM {STREAM} "
+                    f"GROUP BY CountWindow({n})", window=n, plugin="pyai")
 
 
 RULES: Dict[str, RuleKind] = {
+    # The host's ceilings: the same rule calling a plugin that answers a constant at
+    # once (pyai's own transport, no decode), and the rule with no function at all.
+    "ceiling": RuleKind("ceiling", "constant-reply plugin (host ceiling)",
+                        f"SELECT {ekuiper_plugins.CEILING_SYMBOL}(self)[0]->label AS label, meta(topic) AS topic "
+                        f"FROM {STREAM}", plugin=ekuiper_plugins.CEILING),
+    "nofunc": RuleKind("nofunc", "the rule with no function",
+                       f"SELECT 'none' AS label, meta(topic) AS topic FROM {STREAM}"),
     "pyai": RuleKind("pyai", "pyai labelImage",
-                     f"SELECT labelImage(self)[0]->label AS label, meta(topic) AS topic FROM {STREAM}"),
-    "labelImages": RuleKind("labelImages", "pyai labelImages, CountWindow(8)",
-                            f"SELECT labelImages(self) AS labels, collect(meta(topic)) AS topics FROM {STREAM} "
-                            "GROUP BY CountWindow(8)", window=8),
+                     f"SELECT labelImage(self)[0]->label AS label, meta(topic) AS topic FROM {STREAM}", plugin="pyai"),
+    "labelImages4": _windowed("labelImages4", 4),
+    "labelImages": _windowed("labelImages", 8),
     "tutorial": RuleKind("tutorial", "tutorial plugin (baseline, LiteRT)",
                          f"SELECT {ekuiper_plugins.TUTORIAL_SYMBOL}(self)[0]->label AS label, meta(topic) AS topic "
-                         f"FROM {STREAM}"),
+                         f"FROM {STREAM}", plugin=ekuiper_plugins.TUTORIAL),
     "tutorial_tflite": RuleKind("tutorial_tflite", "tutorial plugin as written (tflite_runtime)",
                                 f"SELECT {ekuiper_plugins.TUTORIAL_TFL_SYMBOL}(self)[0]->label AS label, "
-                                f"meta(topic) AS topic FROM {STREAM}"),
+                                f"meta(topic) AS topic FROM {STREAM}", plugin=ekuiper_plugins.TUTORIAL_TFL),
 }
 
 
@@ -147,6 +160,19 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine, all cores, since boot (/proc/stat's
+    first line: everything but idle and iowait), to show how busy a step's machine was."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    # guest and guest_nice (fields 8, 9) are already counted in user and nice.
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> Optional[float]:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -204,12 +230,18 @@ class Host:
     def rest(self):
         return self.kuiperd.rest
 
-    def plugin_pids(self) -> List[int]:
+    def plugin_pids(self, name: Optional[str] = None) -> List[int]:
+        """The plugins' processes (guardians included), or those of plugin ``name``."""
         portable = self.kuiperd.base / "plugins" / "portable"
-        return pids_with_cwd_under(portable) if portable.exists() else []
+        folder = portable / name if name else portable
+        return pids_with_cwd_under(folder) if folder.exists() else []
 
-    def process_groups(self) -> Dict[str, List[int]]:
-        return {"kuiperd": [self.kuiperd.proc.pid], "plugins": self.plugin_pids(),
+    def process_groups(self, plugin: Optional[str] = None) -> Dict[str, List[int]]:
+        """pids per group; ``plugin``: the rule's plugin (its processes as ``plugin``,
+        every other plugin's as ``other_plugins``)."""
+        mine = self.plugin_pids(plugin) if plugin else []
+        return {"kuiperd": [self.kuiperd.proc.pid], "plugin": mine,
+                "other_plugins": [p for p in self.plugin_pids() if p not in mine],
                 "mosquitto": [self.broker.proc.pid], "bench": [os.getpid()]}
 
     def create_rule(self, rule_id: str, sql: str, options: Optional[Dict[str, Any]] = None) -> None:
@@ -238,7 +270,7 @@ class Host:
 
 
 def start_host(workdir: Path, pyai_zip: Path, tutorial_zip: Optional[Path] = None,
-               tutorial_tfl_zip: Optional[Path] = None) -> Host:
+               tutorial_tfl_zip: Optional[Path] = None, ceiling_zip: Optional[Path] = None) -> Host:
     binary = build_kuiperd.cached_binary(VERSION)
     if binary is None:
         binary = build_kuiperd.build(VERSION)
@@ -273,7 +305,17 @@ def start_host(workdir: Path, pyai_zip: Path, tutorial_zip: Optional[Path] = Non
             if status >= 300:
                 raise RuntimeError(f"installing plugin {name}: HTTP {status}: {answer}\n{k.log_tail()}")
             host.install_seconds[key] = time.monotonic() - t0
-        plugins = 1 + len(tutorials)
+        if ceiling_zip is not None:
+            # Runs on pyai's own transport with the pythonBin pyai's install.sh filled: nothing to install.
+            t0 = time.monotonic()
+            status, answer = k.rest.call("POST", "/plugins/portables",
+                                         {"name": ekuiper_plugins.CEILING, "file": ceiling_zip.resolve().as_uri()},
+                                         timeout=600)
+            if status >= 300:
+                raise RuntimeError(f"installing plugin {ekuiper_plugins.CEILING}: HTTP {status}: {answer}\n"
+                                   f"{k.log_tail()}")
+            host.install_seconds["ceiling"] = time.monotonic() - t0
+        plugins = 1 + len(tutorials) + (ceiling_zip is not None)
         k.rest.create_stream(STREAM_SQL)
         wait_for(lambda: len(host.plugin_pids()) >= plugins, 60, "every plugin process")
     except BaseException:

@@ -10,6 +10,11 @@
   Pillow and ``ai-edge-litert`` into the interpreter named by
   ``shellParas: ["--python", ...]`` (the tutorial's ``tflite_runtime`` does not
   import under NumPy 2: see bench/README.md).
+- ``ceiling``: the host's ceiling, function ``constLabelImage``: pyai's own transport
+  (``pyai/plugin/runtime.py`` and ``sp.py``, shipped as package ``rt``) answering
+  a realistic top-5 constant without looking at the frame (the protocol bench's
+  ``transport`` plugin inside kuiperd). It runs with the pythonBin pyai's
+  install.sh filled and needs nothing else, so it has no install.sh.
 - ``tutorialtfl``: the same plugin as the tutorial writes it, on ``tflite_runtime``
   (function ``tutorialTfliteLabelImage``). One kuiperd has one ``pythonBin``, and
   ``tflite_runtime`` needs NumPy 1.x, so its install.sh makes a venv of its own in
@@ -26,12 +31,16 @@ import zipfile
 from pathlib import Path
 from typing import Dict
 
-from bench.common.benchlib import DEFAULT_MODEL, LABELS, MODELS, PLUGINS
+import json
+
+from bench.common.benchlib import CONSTANT_RESULT, DEFAULT_MODEL, LABELS, MODELS, PLUGINS, REPO
 
 TUTORIAL = "tutorial"
 TUTORIAL_SYMBOL = "tutorialLabelImage"
 TUTORIAL_TFL = "tutorialtfl"
 TUTORIAL_TFL_SYMBOL = "tutorialTfliteLabelImage"
+CEILING = "ceiling"
+CEILING_SYMBOL = "constLabelImage"
 EPOCH = (2024, 1, 1, 0, 0, 0)
 
 def _tutorial_main(plugin_name: str, symbol: str, prelude: str) -> str:
@@ -53,8 +62,8 @@ if __name__ == "__main__":
 '''
 
 
-def _manifest(symbol: str) -> str:
-    return ('{"version": "v1.0.0", "language": "python", "executable": "tutorial.py", '
+def _manifest(symbol: str, executable: str = "tutorial.py") -> str:
+    return ('{"version": "v1.0.0", "language": "python", "executable": "' + executable + '", '
             f'"sources": [], "sinks": [], "functions": ["{symbol}"]}}\n')
 
 
@@ -113,15 +122,69 @@ def build_tutorial_zip(out: Path, tflite_runtime: bool = False) -> Path:
         DEFAULT_MODEL: (MODELS / DEFAULT_MODEL).read_bytes(),
         "labels.txt": (MODELS / LABELS).read_bytes(),
     }
+    return _write_zip(out, files, ("install.sh", "tutorial.py"))
+
+
+CEILING_MAIN = f'''"""The host's ceiling: plugin `{CEILING}`, function `{CEILING_SYMBOL}`, answering a constant."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from rt.runtime import PluginRuntime  # noqa: E402
+
+RESULT = {json.dumps(CONSTANT_RESULT)}
+
+
+class Constant:
+    def validate(self, args):
+        return ""
+
+    def is_aggregate(self):
+        return False
+
+    def exec(self, args):
+        return RESULT
+
+
+if __name__ == "__main__":
+    PluginRuntime("{CEILING}", {{"{CEILING_SYMBOL}": Constant}}).run()
+'''
+
+
+def _write_zip(out: Path, files: Dict[str, bytes], executables: tuple) -> Path:
+    """A plugin zip, each folder's entry before anything inside it (eKuiper v2.4.0
+    creates only a file's immediate parent folder)."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    listed = set()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, data in files.items():
+            parts = name.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                folder = "/".join(parts[:i]) + "/"
+                if folder not in listed:
+                    listed.add(folder)
+                    info = zipfile.ZipInfo(folder, EPOCH)
+                    info.external_attr = (stat.S_IFDIR | 0o755) << 16 | 0x10
+                    zf.writestr(info, b"")
             info = zipfile.ZipInfo(name, EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
-            mode = 0o755 if name in ("install.sh", "tutorial.py") else 0o644
+            mode = 0o755 if name in executables else 0o644
             info.external_attr = (stat.S_IFREG | mode) << 16
             zf.writestr(info, data)
     return out
+
+
+def build_ceiling_zip(out: Path) -> Path:
+    """The constant-reply plugin's zip: manifest, entry point, pyai's transport as ``rt``."""
+    runtime = REPO / "pyai" / "plugin"
+    return _write_zip(out, {
+        f"{CEILING}.json": _manifest(CEILING_SYMBOL, "ceiling.py").encode(),
+        "ceiling.py": CEILING_MAIN.encode(),
+        "rt/__init__.py": b"",
+        "rt/runtime.py": (runtime / "runtime.py").read_bytes(),
+        "rt/sp.py": (runtime / "sp.py").read_bytes(),
+    }, ("ceiling.py",))
 
 
 def build_pyai_zip(out: Path) -> Path:
