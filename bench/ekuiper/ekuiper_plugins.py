@@ -184,6 +184,7 @@ def build_ceiling_zip(out: Path) -> Path:
         "rt/__init__.py": b"",
         "rt/runtime.py": (runtime / "runtime.py").read_bytes(),
         "rt/sp.py": (runtime / "sp.py").read_bytes(),
+        "rt/callboard.py": (runtime / "callboard.py").read_bytes(),
     }, ("ceiling.py",))
 
 
