@@ -348,6 +348,8 @@ class Classifier:
             desc["jpeg_decoder"] = f"native_jpeg, {self.splitter.stats()['threads']} threads"
         else:
             desc["jpeg_decoder"] = "simplejpeg"
+        if self._parallel_views is not None:
+            desc["views"] = f"up to {self._parallel_views.lanes} at once, one thread each"
         # Where skip_unchanged takes a JPEG frame's signature from (when it is on).
         desc["gate_signature"] = "native_dcsig" if walker_available() else "input tensor"
         return desc
