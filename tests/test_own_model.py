@@ -224,6 +224,27 @@ def test_not_a_model_refused(tmp_path):
     _one_line(exc)
 
 
+def test_corrupt_metadata_is_a_model_error_not_a_crash():
+    # A model file damaged anywhere (the metadata buffer is opaque to the interpreter's
+    # verifier): read() either reads it or refuses it with a one-line ModelError; a
+    # struct.error or TypeError from the flatbuffer reader would escape the loaders,
+    # which catch pyai's errors (the model watch thread would die on it).
+    import random
+
+    from pyai.metadata import read
+
+    model = tm.build()
+    rnd = random.Random(20261204)
+    for _ in range(400):
+        data = bytearray(model)
+        for _ in range(3):
+            data[rnd.randrange(8, len(data))] = rnd.randrange(256)
+        try:
+            read(bytes(data))
+        except ModelError as exc:
+            assert "\n" not in str(exc)
+
+
 def test_engine_batches_with_an_own_model(tmp_path):
     with _clf(tmp_path, tm.build("int8", "float32", softmax=True)) as clf:
         frames = [tm.solid_jpeg(rgb) for rgb in COLOURS.values()] * 3
