@@ -227,6 +227,7 @@ def run_shared(fleet: Fleet, s: MqttSettings, frames: List[Path], seconds: float
     fleet.configure(s, stream, f"$share/{SHARE_GROUP}/tfdemo/#")
     for n in fleet.nodes:
         fleet.add_rule(n, rule, stream, s)
+    cams = None
     try:
         fleet.warm_up(frames[0].read_bytes(), [n.name for n in fleet.nodes])
         cams = Cameras(fleet.broker.port, frames, CAMERAS, FPS, seconds).start()
@@ -236,6 +237,8 @@ def run_shared(fleet: Fleet, s: MqttSettings, frames: List[Path], seconds: float
         assert stats["published"] == CAMERAS * int(round(seconds * FPS)), f"cameras: {stats}"
         return Timeline(CAMERAS, FPS, int(round(seconds * FPS)), cams.t0, fleet.results.snapshot())
     finally:
+        if cams is not None:
+            cams.stop()
         fleet.ensure_running()
         fleet.drop_rules(rule)
         time.sleep(0.5)
@@ -439,8 +442,11 @@ def test_gate_pinned_cameras_across_node_failure(fleet: Fleet, images: Dict[str,
         seconds = 24.0
         with Pinning(homes, rule_of) as pin:
             cams = Cameras(fleet.broker.port, seq, CAMERAS, FPS, seconds, offset=offset).start()
-            kill_and_restart(cams, home, events, 8.0, 15.0)
-            stats = cams.wait()
+            try:
+                kill_and_restart(cams, home, events, 8.0, 15.0)
+                stats = cams.wait()
+            finally:
+                cams.stop()
             time.sleep(3.0)
         assert stats["published"] == CAMERAS * int(round(seconds * FPS)), stats
         tl = Timeline(CAMERAS, FPS, int(round(seconds * FPS)), cams.t0, fleet.results.snapshot())
