@@ -46,6 +46,7 @@ import numpy as np
 
 from .batching import BatchedModel, resolve_batch_mode
 from .config import Config
+from .crop import Box, Crop
 from .errors import BadInput, ClosedError, ModelError
 from .labels import Result
 from .model import Model
@@ -65,15 +66,24 @@ class Stages(Protocol):
 
     config: Config
     model: Model
+    # Its views of a frame (crop_mode=squares: several, each a slot and a batch row).
+    crop: Crop
     # Held around each fill + invoke of ``model`` (batch 1), which the direct
     # one-frame calls share with the engine's inference thread.
     _lock: threading.Lock
 
     def decode(self, image: ImageInput, reuse: bool = False, split: bool = False) -> np.ndarray: ...
 
-    def fill(self, frame: np.ndarray, slot: np.ndarray) -> None: ...
+    def fill(self, frame: np.ndarray, slot: np.ndarray, crop: Optional[Crop] = None,
+             box: Optional[Box] = None) -> None: ...
 
     def results(self, raw: np.ndarray, k: Optional[int] = None, min_confidence: Optional[float] = None) -> Result: ...
+
+    # A frame of several views: the direct path labels it whole, the batch paths merge its rows.
+    def label_frame(self, frame: np.ndarray, top_k: Optional[int] = None,
+                    min_confidence: Optional[float] = None) -> Result: ...
+
+    def merge_views(self, probs: np.ndarray) -> np.ndarray: ...
 
 
 class _Job:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -264,7 +266,7 @@ class PackedFiles:
         self._zip: Optional[zipfile.ZipFile] = None
         try:
             self._zip = zipfile.ZipFile(io.BytesIO(content))
-        except (zipfile.BadZipFile, ValueError):
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError):
             pass
 
     def names(self) -> List[str]:
@@ -275,7 +277,8 @@ class PackedFiles:
             raise ModelError(f"the model's metadata names {name!r}, which is not packed in the model file")
         try:
             return self._zip.read(name).decode("utf-8")
-        except (zipfile.BadZipFile, UnicodeDecodeError, OSError) as exc:
+        except (zipfile.BadZipFile, UnicodeDecodeError, OSError, EOFError, zlib.error,
+                NotImplementedError) as exc:  # NotImplementedError: a compression zipfile lacks
             raise ModelError(f"cannot read {name!r} packed in the model file: {exc}") from None
 
 
@@ -297,7 +300,9 @@ def read(content: bytes) -> ModelFile:
         graph = _graph_facts(model)
         data = _metadata_buffer(model)
         meta = _parse_metadata(data) if data else None
-    except (IndexError, ValueError, OverflowError) as exc:  # a truncated or corrupt flatbuffer
+    # A truncated or corrupt flatbuffer: offsets past the end (struct.error, IndexError),
+    # numbers out of their type's range (flatbuffers raises TypeError).
+    except (IndexError, ValueError, OverflowError, struct.error, TypeError) as exc:
         raise ModelError(f"cannot read the model's flatbuffer or metadata: {exc}") from None
     files = PackedFiles(content)
     if meta is not None and meta.calibration_options is not None:

@@ -130,8 +130,10 @@ class Model:
         return self.output_tensor
 
     def dequantize(self, raw: np.ndarray) -> np.ndarray:
+        """``raw`` in real units, always a new array: callers keep one row per view
+        across runs, and ``raw`` is usually the output tensor the next run overwrites."""
         if self.output_dtype == np.float32:
-            return raw.astype(np.float32, copy=False)
+            return raw.astype(np.float32, copy=True)
         return (raw.astype(np.float32) - self.output_zero_point) * self.output_scale
 
     def describe(self) -> dict:

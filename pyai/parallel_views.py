@@ -18,7 +18,7 @@ classifier's lock, so one frame at a time uses the lanes.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
@@ -62,7 +62,13 @@ class ParallelViews:
         if pool is None:
             raise RuntimeError("parallel views are closed")
         helpers = [pool.submit(self._lane, lane, boxes, fill) for lane in range(1, min(self.lanes, len(boxes)))]
-        by_lane = [self._lane(0, boxes, fill)] + [f.result() for f in helpers]
+        try:
+            first = self._lane(0, boxes, fill)
+        finally:
+            # Never leave a helper running after this call: the next frame (or close())
+            # would use its lane's interpreter from a second thread at the same time.
+            wait(helpers)
+        by_lane = [first] + [f.result() for f in helpers]
         rows: List[np.ndarray] = [np.empty(0)] * len(boxes)
         for lane, lane_rows in enumerate(by_lane):
             rows[lane::self.lanes] = lane_rows

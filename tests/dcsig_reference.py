@@ -1,6 +1,7 @@
 """The walker's reference: cell means from libjpeg's own 1/8-scale decode (Pillow's
 ``draft``), for tests/test_dcsig.py and, under emulated aarch64 where pytest is not
-installed, tests/arm64/check_dcsig.py."""
+installed, tests/arm64/check_dcsig.py; and whether the plugin's decoders accept a
+frame (tests/test_dcsig.py, tests/fuzz/test_dcsig_corpus.py)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,17 @@ def cell_means_from_draft(data: bytes, box: Tuple[int, int, int, int], gy: int, 
     chroma = a[:hh, :ww, 1:].reshape(hh // sub, sub, ww // sub, sub, 2).mean(axis=(1, 3))
     cb, cr = cells(chroma[..., 0], 8 * sub) - 128, cells(chroma[..., 1], 8 * sub) - 128
     return np.stack([y + 1.402 * cr, y - 0.34414 * cb - 0.71414 * cr, y + 1.772 * cb], axis=-1)
+
+
+def plugin_decoders_accept(data: bytes, splitter, size: Tuple[int, int]) -> bool:
+    """Whether both of the plugin's JPEG decoders (the split one, ``splitter``, and the
+    one-thread one) decode ``data`` towards ``size`` without refusing it."""
+    from pyai.decode import Limits, decode
+    from pyai.errors import BadInput
+
+    try:
+        decode(data, size, Limits(), False, splitter)
+        decode(data, size, Limits(), False, None)
+    except BadInput:
+        return False
+    return True

@@ -14,8 +14,8 @@ import pytest
 
 from pyai.config import Config
 from pyai.errors import ModelError
-from pyai.plugin.callboard import CallBoard, HangCheck, process_state
-from pyai.plugin.guardian import REPLACEMENTS_ENV, replacements
+from pyai.plugin.callboard import CALLS_FD_ENV, CallBoard, HangCheck, process_state
+from pyai.plugin.guardian import HANG_BOUND_ENV, REPLACEMENTS_ENV, hang_check, replacements
 from pyai.plugin.instance import LockUnsafe, lock_dir
 
 BOUND_S = 0.3
@@ -154,3 +154,17 @@ def test_a_busy_call_is_given_twice_the_bound(board):
         slot.end()
     assert why and "made no progress" in why
     assert took > 2 * BOUND_S, f"a busy call was taken for frozen after {took:.2f} s"
+
+
+@pytest.mark.parametrize("bound", ["inf", "nan", "-1", "0", "x"])
+def test_guardian_takes_a_bound_it_cannot_use_as_no_hang_watch(board, monkeypatch, bound):
+    # hang_timeout_s = inf passes the config's checks: the guardian must not die on it at
+    # start (it would be started again every second, for ever), only not watch for hangs.
+    monkeypatch.setenv(CALLS_FD_ENV, str(board.fd))
+    monkeypatch.setenv(HANG_BOUND_ENV, bound)
+    assert hang_check(os.getpid()) is None
+    monkeypatch.setenv(CALLS_FD_ENV, str(os.dup(board.fd)))  # the guardian's own fd, closed below
+    monkeypatch.setenv(HANG_BOUND_ENV, "3.5")
+    check = hang_check(os.getpid())
+    assert check is not None and check.bound_ns == 3_500_000_000
+    check.board.close()

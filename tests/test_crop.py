@@ -470,3 +470,45 @@ def test_parallel_views_spread_over_lanes(models_dir):
         lanes.close()
     with pytest.raises(RuntimeError):
         lanes.run([(0, 0, 1, 1)], fill)
+
+
+def test_parallel_views_wait_for_their_helpers_when_a_view_fails(models_dir):
+    # Lane 0 (the calling thread) fails while lane 1's helper is still filling: run()
+    # must not return before the helper is done, or the next frame would share the
+    # helper's interpreter with it.
+    import threading
+
+    from pyai.parallel_views import ParallelViews
+
+    path = str(models_dir / TINY_MODEL)
+    lanes = ParallelViews(path, Path(path).read_bytes(), 2)
+    helper_in, release = threading.Event(), threading.Event()
+    raised = []
+
+    def fill(box, slot):
+        if box[0] == 0:  # lane 0's view
+            assert helper_in.wait(30)
+            raise ValueError("this view cannot be filled")
+        helper_in.set()
+        assert release.wait(30)
+        slot[...] = 0
+
+    def call():
+        try:
+            lanes.run([(0, 0, 1, 1), (1, 0, 1, 1)], fill)
+        except ValueError as exc:
+            raised.append(exc)
+
+    caller = threading.Thread(target=call)
+    try:
+        caller.start()
+        assert helper_in.wait(30)
+        caller.join(0.5)
+        assert caller.is_alive(), "run() returned while its helper was still on lane 1"
+        release.set()
+        caller.join(30)
+        assert not caller.is_alive() and len(raised) == 1
+    finally:
+        release.set()
+        caller.join(30)
+        lanes.close()

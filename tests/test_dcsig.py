@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pyai.decode import Limits, decode, jpeg_splitter
-from pyai.errors import BadInput
+from pyai.decode import jpeg_splitter
 
-from .dcsig_reference import cell_means_from_draft
+from .dcsig_reference import cell_means_from_draft, plugin_decoders_accept
 
 if os.environ.get("PYAI_REQUIRE_NATIVE", "").strip().lower() in ("1", "true", "yes", "on"):
     import native_dcsig  # CI builds it: an ImportError here fails the run, as asked
@@ -134,15 +133,6 @@ def test_jpegs_it_does_not_read_are_not_implemented(images):
         native_dcsig.cell_means(b"\x89PNG not a jpeg", (0, 0, 1, 1))
 
 
-def _plugin_decoder_accepts(data: bytes, splitter) -> bool:
-    try:
-        decode(data, (256, 256), Limits(), False, splitter)
-        decode(data, (256, 256), Limits(), False, None)
-    except BadInput:
-        return False
-    return True
-
-
 def test_whatever_the_plugins_decoder_refuses_the_walker_refuses(images):
     """Mutants of a camera frame (bytes flipped, cut out, repeated, markers put in,
     in the headers and in the entropy-coded data): when either of the plugin's
@@ -170,7 +160,7 @@ def test_whatever_the_plugins_decoder_refuses_the_walker_refuses(images):
             else:
                 data[at] = rng.randrange(256)
         data = bytes(data)
-        if _plugin_decoder_accepts(data, splitter):
+        if plugin_decoders_accept(data, splitter, (256, 256)):
             continue
         refused += 1
         w, h = 1280, 720
@@ -207,6 +197,6 @@ def test_header_faults_libjpeg_refuses_are_refused(images):
     long_sof[sof + 3] += 1
     long_sof[sof + 4 + int.from_bytes(good[sof + 2:sof + 4], "big") - 2:sof + 4 + int.from_bytes(good[sof + 2:sof + 4], "big") - 2] = b"\x00"
     for bad in (bytes(dc_symbol), unknown, bytes(long_sof)):
-        assert not _plugin_decoder_accepts(bad, splitter)
+        assert not plugin_decoders_accept(bad, splitter, (256, 256))
         with pytest.raises(ValueError):
             native_dcsig.cell_means(bad, (0, 0, 640, 360))

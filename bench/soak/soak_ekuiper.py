@@ -189,6 +189,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                     if share < HELD_LABELLED:
                         break
                     held, rate = rate, rate + 10.0
+            if held <= 0:
+                # A soak at 80% of nothing would divide by a zero rate (the cameras' period).
+                first = (f"the first step, {ramp[0]['rate']:.0f} frames/s, had {ramp[0]['on_time_share']:.1%} "
+                         "labelled on time" if ramp else "--held-rate must be > 0")
+                raise SystemExit(f"soak: no rate held ({first}); nothing to soak at")
             rate = 0.8 * held
             say(f"held {held:.0f} frames/s; soaking at {rate:.0f} frames/s for {args.minutes:.0f} min")
             intervals: List[Dict[str, Any]] = []

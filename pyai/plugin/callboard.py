@@ -151,7 +151,8 @@ class HangCheck:
     used next to no CPU (``IDLE_CPU_SHARE``), or for twice ``bound_s`` whatever it
     used; or the process has been stopped (``SIGSTOP``: state T) for ``bound_s``,
     which covers a process stopped between two calls, when it cannot mark the next
-    call's arrival. A debugger's stop (state t) is left alone.
+    call's arrival. A debugger's stop (state t) does not count as stopped; a call
+    in flight while a debugger holds the process is still judged by its progress.
     """
 
     def __init__(self, board: CallBoard, pid: int, bound_s: float):

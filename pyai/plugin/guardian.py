@@ -40,6 +40,7 @@ folder.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import select
 import signal
@@ -142,8 +143,12 @@ def hang_check(pid: int) -> Optional[HangCheck]:
         bound = float(raw)
     except ValueError:
         return None
+    if not math.isfinite(bound) or bound <= 0:
+        # inf passes the config's checks; HangCheck's int(bound * 1e9) would raise, and a
+        # guardian that dies at start is started again every second, for ever.
+        return None
     board = CallBoard.inherited()
-    return HangCheck(board, pid, bound) if board is not None and bound > 0 else None
+    return HangCheck(board, pid, bound) if board is not None else None
 
 
 def process_running(pid: int) -> bool:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Tuple
 
 from ..config import CONFIG_FILE_NAME, Config, load_config
-from ..errors import PyaiError
 from .runtime import one_line
 
 log = logging.getLogger(__name__)
@@ -111,7 +110,7 @@ class ModelWatch:
             # Taken before loading: a file that changes while it loads is noticed next check.
             seen = self._fingerprint(config)
             clf = self.build(config)
-        except (PyaiError, OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failed load is refused; the watch thread must live on
             reason = f"pyai: model change refused, the previous model goes on: {one_line(exc)}"
             log.error("%s", reason)
             if config is not None:

@@ -350,6 +350,14 @@ class Cameras:
         """Sleep until ``seconds`` after the first publish."""
         time.sleep(max(0.0, self.t0 + seconds - time.monotonic()))
 
+    def stop(self) -> None:
+        """End the publisher if it still runs (the script around it failed): it must not
+        publish into the next run's stream, nor stay unreaped with its pipes open."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
     def wait(self) -> Dict[str, Any]:
         assert self._proc is not None
         out, err = self._proc.communicate(timeout=self.seconds + 60)

@@ -227,6 +227,7 @@ def run_shared(fleet: Fleet, s: MqttSettings, frames: List[Path], seconds: float
     fleet.configure(s, stream, f"$share/{SHARE_GROUP}/tfdemo/#")
     for n in fleet.nodes:
         fleet.add_rule(n, rule, stream, s)
+    cams = None
     try:
         fleet.warm_up(frames[0].read_bytes(), [n.name for n in fleet.nodes])
         cams = Cameras(fleet.broker.port, frames, CAMERAS, FPS, seconds).start()
@@ -236,6 +237,8 @@ def run_shared(fleet: Fleet, s: MqttSettings, frames: List[Path], seconds: float
         assert stats["published"] == CAMERAS * int(round(seconds * FPS)), f"cameras: {stats}"
         return Timeline(CAMERAS, FPS, int(round(seconds * FPS)), cams.t0, fleet.results.snapshot())
     finally:
+        if cams is not None:
+            cams.stop()
         fleet.ensure_running()
         fleet.drop_rules(rule)
         time.sleep(0.5)
@@ -254,6 +257,17 @@ def record(name: str, s: MqttSettings, tl: Timeline, events: Dict[str, float], e
     return out
 
 
+def kill_and_restart(cams: Cameras, node: Node, events: Dict[str, float], kill_at: float, restart_at: float) -> None:
+    """Kill ``node`` at ``kill_at`` s into the cameras' run and start it again at
+    ``restart_at``; when, in ``events`` ("killed", "restarted")."""
+    cams.at(kill_at)
+    events["killed"] = time.monotonic()
+    node.kill()
+    cams.at(restart_at)
+    events["restarted"] = time.monotonic()
+    node.start()
+
+
 @pytest.mark.parametrize("s", SETTINGS, ids=lambda s: f"mqtt{s.protocol}")
 def test_exactly_once(fleet: Fleet, frames: List[Path], frame_labels: List[str], s: MqttSettings) -> None:
     tl = run_shared(fleet, s, frames, 10.0, lambda cams: None)
@@ -268,12 +282,7 @@ def test_node_killed_then_rejoins(fleet: Fleet, frames: List[Path], frame_labels
     victim, events = fleet.nodes[-1], {}
 
     def script(cams: Cameras) -> None:
-        cams.at(4.0)
-        events["killed"] = time.monotonic()
-        victim.kill()
-        cams.at(9.0)
-        events["restarted"] = time.monotonic()
-        victim.start()
+        kill_and_restart(cams, victim, events, 4.0, 9.0)
         events["rest_up"] = time.monotonic()
 
     tl = run_shared(fleet, s, frames, 18.0, script)
@@ -433,13 +442,11 @@ def test_gate_pinned_cameras_across_node_failure(fleet: Fleet, images: Dict[str,
         seconds = 24.0
         with Pinning(homes, rule_of) as pin:
             cams = Cameras(fleet.broker.port, seq, CAMERAS, FPS, seconds, offset=offset).start()
-            cams.at(8.0)
-            events["killed"] = time.monotonic()
-            home.kill()
-            cams.at(15.0)
-            events["restarted"] = time.monotonic()
-            home.start()
-            stats = cams.wait()
+            try:
+                kill_and_restart(cams, home, events, 8.0, 15.0)
+                stats = cams.wait()
+            finally:
+                cams.stop()
             time.sleep(3.0)
         assert stats["published"] == CAMERAS * int(round(seconds * FPS)), stats
         tl = Timeline(CAMERAS, FPS, int(round(seconds * FPS)), cams.t0, fleet.results.snapshot())
@@ -527,12 +534,7 @@ def test_baseline_mqtt5_default_session_node_killed(fleet: Fleet, frames: List[P
     s, victim, events = MqttSettings("5", session_expiry_s=None), fleet.nodes[-1], {}
 
     def script(cams: Cameras) -> None:
-        cams.at(5.0)
-        events["killed"] = time.monotonic()
-        victim.kill()
-        cams.at(25.0)
-        events["restarted"] = time.monotonic()
-        victim.start()
+        kill_and_restart(cams, victim, events, 5.0, 25.0)
 
     tl = run_shared(fleet, s, frames, 40.0, script)
     out = record("baseline_mqtt5_default_session_node_killed", s, tl, events,

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pyai.decode import Limits, decode, jpeg_splitter
-from pyai.errors import BadInput
+from pyai.decode import jpeg_splitter
+
+from ..dcsig_reference import plugin_decoders_accept
 
 native_dcsig = pytest.importorskip("native_dcsig")
 
@@ -42,15 +43,6 @@ def _box(opt: int, w: int, h: int) -> Tuple[int, int, int, int]:
     if kind == 3 and w > 2 and h > 2:
         return 1, 1, w - 1, h - 1
     return 0, 0, w, h
-
-
-def _decoders_accept(data: bytes, splitter) -> bool:
-    try:
-        decode(data, (64, 64), Limits(), False, splitter)
-        decode(data, (64, 64), Limits(), False, None)
-    except BadInput:
-        return False
-    return True
 
 
 def test_corpus_is_small_and_has_the_crashes():
@@ -80,5 +72,5 @@ def test_every_input_is_refused_or_walked_and_nothing_libjpeg_refuses_is_walked(
             continue  # stopped: a changed frame, and the decoder decides on it
         walked += 1
         assert np.isfinite(sig).all(), path.name
-        assert _decoders_accept(data, splitter), f"{path.name}: walked, but the plugin's decoders refuse it"
+        assert plugin_decoders_accept(data, splitter, (64, 64)), f"{path.name}: walked, but the plugin's decoders refuse it"
     assert walked > 0 and refused > 0
