@@ -212,17 +212,6 @@ class Classifier:
             infer=lambda frame, peek: self._infer(frame, crop, peek))
         return self.results(scores, top_k, min_confidence)
 
-    def label_gated(
-        self, frame: np.ndarray, site: str, top_k: int | None = None, min_confidence: float | None = None,
-        *, crop: Crop | None = None,
-    ) -> Result:
-        """Top-k labels of one decoded frame through the gate: the scores of the
-        site's last run frame if this one looks the same, else a run (remembered)."""
-        if self.gatekeeper is None:
-            return self.label_frame(frame, top_k, min_confidence, crop=crop)
-        scores = self.gatekeeper.frame_scores(site, frame, lambda f, peek: self._infer(f, crop, peek))
-        return self.results(scores, top_k, min_confidence)
-
     def _infer(self, frame: np.ndarray, crop: Crop | None, peek: Peek | None = None) -> np.ndarray:
         """Stages 3-4 for the gate: fill the input tensor, let ``peek`` answer from it
         if it can, else run; a copy of the raw scores (the next run overwrites them)."""

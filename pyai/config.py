@@ -185,7 +185,8 @@ class Config:
             raise ModelError("config mean must be a number")
         if self.scores not in ("auto", "probability", "logits"):
             raise ModelError("config scores must be auto, probability or logits")
-        if self.hang_timeout_s < 0 or 0 < self.hang_timeout_s * 1000 < self.max_decode_ms + 1000:
+        if not math.isfinite(self.hang_timeout_s) or self.hang_timeout_s < 0 \
+                or 0 < self.hang_timeout_s * 1000 < self.max_decode_ms + 1000:
             raise ModelError(f"config hang_timeout_s must be 0 (off) or at least 1 s above max_decode_ms "
                              f"({self.max_decode_ms / 1000:.1f} s), got {self.hang_timeout_s}")
         if not self.skip_unchanged >= 0:

@@ -102,6 +102,9 @@ def test_hang_bound_stays_above_the_longest_legal_decode():
     with pytest.raises(ModelError, match="hang_timeout_s"):
         Config(hang_timeout_s=2.5)  # not a second above max_decode_ms (2 s)
     assert Config(max_decode_ms=1000, hang_timeout_s=2.0).hang_timeout_s == 2.0
+    for bad in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(ModelError, match="hang_timeout_s"):
+            Config(hang_timeout_s=bad)
 
 
 def test_lock_folder_is_private_and_refused_when_not_ours(tmp_path, monkeypatch):

@@ -78,9 +78,9 @@ def summary(runs: List[Dict[str, Any]]) -> List[str]:
         held = median([s and s["held_fps"] for s in rows])
         cams = "/".join(str(int(held // fps)) for fps in (30, 15, 5)) if held else "-"
         out.append(f"  {key:24s} held {fmt([s and s['held_fps'] for s in rows])}; p99 ms {fmt([s and s['p99_ms'] for s in rows])}; "
-                   f"CPU {median([s and s['cpu_ms']['plugin'] for s in rows]):.2f} | "
-                   f"{median([s and s['cpu_ms']['kuiperd'] for s in rows]):.2f} | "
-                   f"{median([s and s['cpu_ms']['mosquitto'] for s in rows]):.2f}; cameras {cams}")
+                   f"CPU {fmt([s and s['cpu_ms']['plugin'] for s in rows], 2).split(' ')[0]} | "
+                   f"{fmt([s and s['cpu_ms']['kuiperd'] for s in rows], 2).split(' ')[0]} | "
+                   f"{fmt([s and s['cpu_ms']['mosquitto'] for s in rows], 2).split(' ')[0]}; cameras {cams}")
     return out
 
 

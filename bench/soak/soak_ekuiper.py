@@ -121,7 +121,7 @@ def verdicts(intervals: List[Dict[str, Any]], tracebacks: int) -> List[Dict[str,
         growth = b["rss_mb"] - a["rss_mb"]
         out.append({"target": f"{name}: RSS growth <= 5 MB", "measured": f"{growth:+.1f} MB "
                     f"({a['rss_mb']:.1f} -> {b['rss_mb']:.1f})", "ok": growth <= 5.0})
-        fds = sorted({r["processes"].get(name, {}).get("fds") for r in intervals})
+        fds = sorted({f for r in intervals if (f := r["processes"].get(name, {}).get("fds")) is not None})
         out.append({"target": f"{name}: open fds constant", "measured": f"{fds}", "ok": len(fds) == 1})
     for key in RULE_IDS:
         lost = sum(r["good"] - r[key]["labelled"] for r in intervals)
