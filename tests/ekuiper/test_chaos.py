@@ -46,6 +46,11 @@ pytestmark = pytest.mark.chaos
 
 FPS = 30.0
 STREAM_SQL = 'CREATE STREAM chaos () WITH (DATASOURCE="chaos/#", FORMAT="BINARY")'
+# The rules' results go outside the stream's topics: under chaos/# each result came back
+# into the stream as a frame (a labelImage error, a pyaiStats answer that looped for
+# good, with v1.14.7's sendError one more error each time), a storm that filled the
+# function operator's buffer, which then dropped the oldest frames.
+OUT = "chaosout"
 RULES = {
     "label": "SELECT labelImage(self)[0]->label AS label, meta(topic) AS topic FROM chaos",
     "window": "SELECT labelImages(self) AS labels FROM chaos GROUP BY CountWindow(2)",
@@ -237,8 +242,9 @@ class Env:
         row = {"version": self.version, "fault": fault, "next_label_s": recovery, "published": published,
                "lost": lost, "duplicates": dup, **extra}
         RESULTS.append(row)
+        shown = {k: v for k, v in extra.items() if k != "attribution"}
         print(f"\n{self.version} {fault}: next answer (s) {recovery}; {published} frames, {lost} lost, {dup} twice"
-              + (f"; {extra}" if extra else ""))
+              + (f"; {shown}" if shown else ""))
         return row
 
     def pyai_process(self, timeout: float = 30.0) -> Dict[str, Any]:
@@ -315,14 +321,14 @@ def env(request, plugin_zip: Path, decoy_python: Path, images: Dict[str, bytes],
         status, answer = k.rest.install_plugin(plugin_zip)
         assert status < 300, f"install -> {status}: {answer}\n{k.log_tail()}"
         k.rest.create_stream(STREAM_SQL)
-        topics = {name: f"chaos/out/{name}" for name in RULES}
+        topics = {name: f"{OUT}/{name}" for name in RULES}
         sink = Sink(broker.port, topics)
         for name, sql in RULES.items():
             k.rest.create_rule(f"chaos_{name}", sql, [mqtt_action(broker.url, topics[name])],
                                LABEL_RULE_OPTIONS if name == "label" else None)
         k.rest.create_stream(PROBE_STREAM_SQL)
-        sink.listen("probe", "chaos/out/probe")
-        k.rest.create_rule("chaos_probe", PROBE_RULE_SQL, [mqtt_action(broker.url, "chaos/out/probe")])
+        sink.listen("probe", f"{OUT}/probe")
+        k.rest.create_rule("chaos_probe", PROBE_RULE_SQL, [mqtt_action(broker.url, f"{OUT}/probe")])
         camera = Camera(broker.port, _small_frame(images))
         e = Env(version, k, broker, camera, sink, plugin_zip, bad)
         wait_for(lambda: e.serving() and sink.after("label", 0) and sink.after("window", 0), 120,
@@ -450,9 +456,9 @@ def _attribution(env: Env, probe: BrokerProbe, rest0: Dict[str, Any], rest1: Dic
             "replacement_errors": new_calls["errors"],
         },
         "sink_errors": len(errors),
-        "sink_error_s_after_fault": offsets([t for t, _ in errors], t_fault),
+        "sink_error_s_after_fault": offsets([t for t, _ in errors], t_fault)[:50],
         "sink_error_messages": sorted({m[:300] for _, m in errors})[:3],
-        "lost_published_s_after_fault": offsets(lost_at, t_fault),
+        "lost_published_s_after_fault": offsets(lost_at, t_fault)[:300],
         "host_log": log,
         "replaced_because": new.get("replaced_because"),
         "counters": deltas,
@@ -470,9 +476,9 @@ def test_longest_legal_frames_back_to_back(env: Env) -> None:
     data = crafted.png_zero_rows(6324, 3557, depth=16, color=6)  # 22.5 Mpx 16-bit RGBA: ~2 s to decode
     k, n = env.kuiperd, 4
     k.rest.create_stream('CREATE STREAM chaoslong () WITH (DATASOURCE="chaoslong/#", FORMAT="BINARY")')
-    env.sink.listen("long", "chaos/out/long")
+    env.sink.listen("long", f"{OUT}/long")
     k.rest.create_rule("chaos_long", "SELECT labelImage(self)[0]->label AS label, meta(topic) AS topic FROM chaoslong",
-                       [mqtt_action(env.broker.url, "chaos/out/long")])
+                       [mqtt_action(env.broker.url, f"{OUT}/long")])
     before = env.serving()
     pub = MqttCollector(env.broker.port)
     try:
