@@ -63,7 +63,8 @@ PROBE_RULE_SQL = "SELECT pyaiStats()->process AS process FROM chaosprobe"
 # The label rule sends its calls' errors to the sink (v1.14.7's default; v2.4.0's is
 # false), so each failed call is seen with its reason on both versions.
 LABEL_RULE_OPTIONS = {"sendError": True}
-RECOVERY_BOUND_S = 10.0  # issue #20's target for a frozen plugin and a restarted kuiperd
+RECOVERY_BOUND_S = 10.0
+MAX_LOST_IN_FLIGHT = 2  # issue #20's target for a frozen plugin and a restarted kuiperd
 RESULTS: List[Dict[str, Any]] = []
 
 
@@ -400,9 +401,10 @@ def test_sigstop_of_the_serving_process(env: Env) -> None:
     assert row["duplicates"] == 0
     # Every lost frame is accounted for by one hop (the counts are exact: taken at rest).
     assert account["unattributed"] == 0, account
-    # Issue #20's target is "at most the calls in flight": see docs/faults.md for where
-    # the rest goes. Asserted: the queue is not all lost.
-    assert row["lost"] < FPS * max(rec.values()), row
+    # Issue #20's target: at most the calls in flight lost (one labelImage call, and the
+    # one the host may have queued behind it). The call in flight is re-sent to the
+    # replacement, whose handshake comes within that call's 5 s (docs/faults.md).
+    assert row["lost"] <= MAX_LOST_IN_FLIGHT, account
     try:  # the old guardian leaves once it has started the replacement
         wait_for(lambda: len(env.kuiperd.plugin_pids()) == 2, 5, "one plugin process and its guardian")
     except TimeoutError:
