@@ -63,8 +63,8 @@ PROBE_RULE_SQL = "SELECT pyaiStats()->process AS process FROM chaosprobe"
 # The label rule sends its calls' errors to the sink (v1.14.7's default; v2.4.0's is
 # false), so each failed call is seen with its reason on both versions.
 LABEL_RULE_OPTIONS = {"sendError": True}
-RECOVERY_BOUND_S = 10.0
-MAX_LOST_IN_FLIGHT = 2  # issue #20's target for a frozen plugin and a restarted kuiperd
+RECOVERY_BOUND_S = 10.0  # issue #20's target for a frozen plugin and a restarted kuiperd
+MAX_LOST_IN_FLIGHT = 2  # issue #20's target for a frozen plugin: at most the calls in flight
 RESULTS: List[Dict[str, Any]] = []
 
 
