@@ -153,6 +153,19 @@ def test_killed_plugin_heals_itself(host, images):
     assert stats.result["process"]["pid"] == host.serving_pid() != old
 
 
+def test_stats_count_the_calls_each_symbol_answered(host, images):
+    """pyaiStats counts, per symbol, the requests this process answered and those it
+    answered with an error: what the chaos suite needs to tell frames the plugin
+    failed from frames that never reached it."""
+    before = host.exec("pyaiStats").result["process"]["calls"].get("labelImage", {"answered": 0, "errors": 0})
+    assert host.exec("labelImage", images["cat_720p.jpg"]).state
+    assert not host.exec("labelImage", b"not an image").state
+    assert not host.call("labelImage", "Nope", None).state
+    calls = host.exec("pyaiStats").result["process"]["calls"]
+    assert calls["labelImage"] == {"answered": before["answered"] + 1, "errors": before["errors"] + 2}, calls
+    assert calls["pyaiStats"]["answered"] >= 1 and calls["pyaiStats"]["errors"] == 0, calls
+
+
 def test_stop_start_symbol(host, images):
     assert host.stop_symbol("labelImage") == "ok"
     host.start_symbol("labelImage")

@@ -229,6 +229,8 @@ class Plugin:
                 # because they died and because they were frozen; why this one was.
                 "replacements": counts,
                 "replaced_because": reason,
+                # Requests each symbol answered, and answered with an error, in this process.
+                "calls": self.runtime.call_counts(),
             }
 
         return info

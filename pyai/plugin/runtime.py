@@ -206,6 +206,31 @@ def listening(url: str) -> bool:
         s.close()
 
 
+_OK_REPLY = b'{"state":true'
+
+
+class CallCounts:
+    """Requests one symbol answered in this process: with ``state:true`` and with an
+    error. Written by the symbol's thread only; read (as a snapshot) by ``pyaiStats``,
+    so a fault's lost frames can be told apart from calls this process failed."""
+
+    __slots__ = ("answered", "errors")
+
+    def __init__(self) -> None:
+        self.answered = 0
+        self.errors = 0
+
+    def count(self, reply: bytes) -> bytes:
+        if reply.startswith(_OK_REPLY):
+            self.answered += 1
+        else:
+            self.errors += 1
+        return reply
+
+    def snapshot(self) -> Dict[str, int]:
+        return {"answered": self.answered, "errors": self.errors}
+
+
 class SymbolRunner:
     """One function symbol served on its own thread; with a ``slot``, each call in
     flight is marked on the guardian's call board (``callboard.py``), and a function
@@ -217,14 +242,15 @@ class SymbolRunner:
         self.fn = fn
         self.on_broken = on_broken
         self.slot = slot
+        self.calls = CallCounts()
         self.channel = Channel(FUNCTION_URL.format(name), dial_attempts)
         self.thread = threading.Thread(target=self._run, name=f"pyai-func-{name}", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        fn, slot = self.fn, self.slot
+        fn, slot, count = self.fn, self.slot, self.calls.count
         if slot is None:
-            self.channel.serve(lambda buf, n: handle_function_request(fn, buf, n))
+            self.channel.serve(lambda buf, n: count(handle_function_request(fn, buf, n)))
         else:
             if hasattr(fn, "heartbeat"):
                 fn.heartbeat = slot.beat  # type: ignore[attr-defined]
@@ -232,7 +258,7 @@ class SymbolRunner:
             def marked(buf: bytearray, n: int) -> bytes:
                 slot.begin()
                 try:
-                    return handle_function_request(fn, buf, n)
+                    return count(handle_function_request(fn, buf, n))
                 finally:
                     slot.end()
 
@@ -336,6 +362,12 @@ class PluginRuntime:
             log.info("pyai: starting function %s", symbol)
             slot = self.board.slot(symbol) if self.board is not None else None
             self.runners[symbol] = SymbolRunner(symbol, fn, self.shutdown, dial_attempts, slot)
+
+    def call_counts(self) -> Dict[str, Dict[str, int]]:
+        """{symbol: {"answered": n, "errors": m}} of the requests this process served."""
+        with self._lock:
+            runners = dict(self.runners)
+        return {name: runner.calls.snapshot() for name, runner in runners.items()}
 
     def stop_symbol(self, symbol: str) -> None:
         with self._lock:
