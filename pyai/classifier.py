@@ -86,10 +86,6 @@ class Classifier:
         lanes = min(cfg.interpreter_threads, self.crop.most_views)
         if lanes > 1 and cfg.batch_mode != "loop":
             self._parallel_views = ParallelViews(cfg.model, self.model.content, lanes)
-        # A lone frame's JPEG rows are split over the cores only when it has one view:
-        # several views already use those cores, and the split's helper would cost
-        # CPU (1.9 ms a frame of two views on the 2-core VM) for no gain in time.
-        self._split_decode = self.crop.most_views == 1
         self.warm_up()
 
     def warm_up(self) -> None:
@@ -200,7 +196,10 @@ class Classifier:
     ) -> Result:
         """Top-k labels of one encoded image (``label`` once its bytes are known):
         through the unchanged-frame gate at ``site`` when it is on."""
-        split = self._split_decode if crop is None else crop.most_views == 1
+        # A lone frame's JPEG rows are split over the cores only when it has one view:
+        # several views already use those cores, and the split's helper would cost
+        # CPU (1.9 ms a frame of two views on the 2-core VM) for no gain in time.
+        split = (self.crop if crop is None else crop).most_views == 1
         if self.gatekeeper is None:
             frame = self.decode_bytes(data, reuse=True, split=split, crop=crop)
             return self.label_frame(frame, top_k, min_confidence, crop=crop)
@@ -251,10 +250,10 @@ class Classifier:
     def _infer_views(self, frame: np.ndarray, views: List[Box | None], crop: Crop) -> np.ndarray:
         """Several views of one frame run as one batch, their probabilities merged
         (crop_merge), in the output's raw units (see ``infer``)."""
-        model = self.model
         if self._parallel_views is not None:
             probs = self._parallel_views.run(views, lambda box, slot: self.fill(frame, slot, crop, box))
             return self.merge_views(probs)
+        model = self.model
         batched = self._batched_views(len(views))
         if batched is not None:
             batched.set_batch(len(views))

@@ -17,7 +17,6 @@ classifier's lock, so one frame at a time uses the lanes.
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, List, Optional, Sequence
 
@@ -25,8 +24,6 @@ import numpy as np
 
 from .crop import Box
 from .model import Model
-
-log = logging.getLogger(__name__)
 
 #: fill(box, slot): resize the frame's ``box`` into ``slot`` (one input tensor row).
 Fill = Callable[[Optional[Box], np.ndarray], None]
