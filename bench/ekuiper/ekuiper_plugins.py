@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 import zipfile
 from pathlib import Path
@@ -175,16 +176,29 @@ def _write_zip(out: Path, files: Dict[str, bytes], executables: tuple) -> Path:
     return out
 
 
+def _transport_files() -> Dict[str, bytes]:
+    """pyai's transport (pyai/plugin/runtime.py) and every module it imports from its
+    own package, followed transitively, as package ``rt``: a module the transport
+    starts to import ships without a change here."""
+    plugin = REPO / "pyai" / "plugin"
+    files: Dict[str, bytes] = {"rt/__init__.py": b""}
+    todo = ["runtime"]
+    while todo:
+        name = todo.pop()
+        if f"rt/{name}.py" in files:
+            continue
+        text = (plugin / f"{name}.py").read_text()
+        files[f"rt/{name}.py"] = text.encode()
+        todo += re.findall(r"^from \.(\w+) import", text, re.MULTILINE)
+    return files
+
+
 def build_ceiling_zip(out: Path) -> Path:
     """The constant-reply plugin's zip: manifest, entry point, pyai's transport as ``rt``."""
-    runtime = REPO / "pyai" / "plugin"
     return _write_zip(out, {
         f"{CEILING}.json": _manifest(CEILING_SYMBOL, "ceiling.py").encode(),
         "ceiling.py": CEILING_MAIN.encode(),
-        "rt/__init__.py": b"",
-        "rt/runtime.py": (runtime / "runtime.py").read_bytes(),
-        "rt/sp.py": (runtime / "sp.py").read_bytes(),
-        "rt/callboard.py": (runtime / "callboard.py").read_bytes(),
+        **_transport_files(),
     }, ("ceiling.py",))
 
 
