@@ -26,10 +26,13 @@ def median(xs: List[Optional[float]]) -> Optional[float]:
     return statistics.median(xs) if xs else None
 
 
+def num(x: Optional[float], digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
 def fmt(xs: List[Optional[float]], digits: int = 1) -> str:
-    m = median(xs)
-    runs = ", ".join("-" if x is None else f"{x:.{digits}f}" for x in xs)
-    return f"{'-' if m is None else f'{m:.{digits}f}'} (runs: {runs})"
+    """The median of ``xs`` and each run's value."""
+    return f"{num(median(xs), digits)} (runs: {', '.join(num(x, digits) for x in xs)})"
 
 
 def summary(runs: List[Dict[str, Any]]) -> List[str]:
@@ -78,9 +81,9 @@ def summary(runs: List[Dict[str, Any]]) -> List[str]:
         held = median([s and s["held_fps"] for s in rows])
         cams = "/".join(str(int(held // fps)) for fps in (30, 15, 5)) if held else "-"
         out.append(f"  {key:24s} held {fmt([s and s['held_fps'] for s in rows])}; p99 ms {fmt([s and s['p99_ms'] for s in rows])}; "
-                   f"CPU {fmt([s and s['cpu_ms']['plugin'] for s in rows], 2).split(' ')[0]} | "
-                   f"{fmt([s and s['cpu_ms']['kuiperd'] for s in rows], 2).split(' ')[0]} | "
-                   f"{fmt([s and s['cpu_ms']['mosquitto'] for s in rows], 2).split(' ')[0]}; cameras {cams}")
+                   f"CPU {num(median([s and s['cpu_ms']['plugin'] for s in rows]), 2)} | "
+                   f"{num(median([s and s['cpu_ms']['kuiperd'] for s in rows]), 2)} | "
+                   f"{num(median([s and s['cpu_ms']['mosquitto'] for s in rows]), 2)}; cameras {cams}")
     return out
 
 
