@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import EXPECTED_TOP1, REPO
 from tests.ekuiper import build_kuiperd
+from tests.ekuiper import hang_watch
 from tests.ekuiper.harness import Kuiperd, Mosquitto, MqttCollector, make_venv
 
 
@@ -29,6 +30,37 @@ PHOTOS = list(EXPECTED_TOP1)
 # documented override): lets the rest of the suite run against a plugin whose
 # install.sh cannot find pythonBin on its own. Off by default.
 WORKAROUND_ENV = "PYAI_EKUIPER_PYAI_PYTHON"
+
+
+_HANGS: "hang_watch.HangWatch | None" = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _HANGS
+    _HANGS = hang_watch.HangWatch(lambda: [k.plugin_dir / "self_heal.log" for k in Kuiperd.instances]).start()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _HANGS is not None:
+        _HANGS.set_test(item.nodeid, item.get_closest_marker("freezes") is not None)
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    if _HANGS is not None:
+        _HANGS.set_test("", False)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A hang replacement outside a test that freezes on purpose fails the run."""
+    if _HANGS is None:
+        return
+    _HANGS.stop()
+    if _HANGS.unexpected() and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    terminalreporter.write_line(hang_watch.summary(_HANGS))
 
 
 def workaround_on() -> bool:

@@ -273,6 +273,9 @@ def _set_yaml_scalar(text: str, section: str, key: str, value: str) -> str:
 class Kuiperd:
     """One kuiperd process in its own base folder."""
 
+    # Every kuiperd the run made (hang_watch reads their plugins' self-heal logs).
+    instances: List["Kuiperd"] = []
+
     def __init__(self, binary: Path, etc_src: Path, base: Path, broker_url: str,
                  python_bin: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
                  path_prefix: Optional[Path] = None, launcher: Optional[List[str]] = None) -> None:
@@ -289,6 +292,7 @@ class Kuiperd:
         self.log_path = base / "kuiperd.out"
         self.rest = Rest(self.port)
         self._make_base(etc_src, python_bin)
+        Kuiperd.instances.append(self)
 
     @property
     def plugin_dir(self) -> Path:

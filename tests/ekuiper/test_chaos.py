@@ -360,6 +360,7 @@ def _cpu_model() -> str:
     return f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs"
 
 
+@pytest.mark.freezes
 def test_sigstop_of_the_serving_process(env: Env) -> None:
     """SIGSTOP, SIGCONT 8 s later; every frame of the window is followed hop by hop
     (``loss_accounting.py``): the camera pauses before and after it, so kuiperd's and

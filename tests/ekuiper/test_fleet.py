@@ -298,6 +298,7 @@ def test_node_killed_then_rejoins(fleet: Fleet, frames: List[Path], frame_labels
     assert after, f"{victim.name} took no frame after its restart: {out}\n{victim.log_tail(40)}"
 
 
+@pytest.mark.freezes
 @pytest.mark.parametrize("s", SETTINGS, ids=lambda s: f"mqtt{s.protocol}")
 def test_node_frozen_watchdog(fleet: Fleet, frames: List[Path], frame_labels: List[str], s: MqttSettings) -> None:
     victim, events, dog = fleet.nodes[-1], {}, fleet.dog
@@ -359,6 +360,7 @@ def frozen_then_resumed(fleet: Fleet, frames: List[Path], frame_labels: List[str
     return out
 
 
+@pytest.mark.freezes
 def test_node_frozen_then_resumed_broker_keepalive(fleet: Fleet, frames: List[Path], frame_labels: List[str]) -> None:
     """MQTT 5: the broker drops the silent node after 1.5 x its max_keepalive (15 s)."""
     out = frozen_then_resumed(fleet, frames, frame_labels, MqttSettings("5"), 26.0, "node_frozen_keepalive_only")
@@ -539,6 +541,7 @@ baseline = pytest.mark.skipif(not BASELINES, reason="the settings without the fi
                               "PYAI_FLEET_BASELINES=1 (about 2 minutes more)")
 
 
+@pytest.mark.freezes
 @baseline
 def test_baseline_mqtt311_frozen_keepalive_only(fleet: Fleet, frames: List[Path], frame_labels: List[str]) -> None:
     """MQTT 3.1.1 has no server keep-alive: eKuiper's client asks for 30 s, so a
