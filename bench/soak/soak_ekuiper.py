@@ -86,8 +86,8 @@ def burst(host: Any, collector: Collector, ledger: Ledger, windows: Dict[str, in
     late (a window that straddles two bursts), recounted at the end of the run."""
     stats = ekuiper_cameras.run(host.broker.port, 1, rate, seconds, frames, prefix=f"tfdemo/{tag}")
     time.sleep(GRACE_S)
+    ended_ns = time.monotonic_ns()  # first: every result stamped before it is in this take
     ledger.add(collector.take())
-    ended_ns = time.monotonic_ns()
     published = stats.published
     good = sum(1 for seq in range(published) if ledger.is_good(seq))
     out: Dict[str, Any] = {"tag": tag, "published": published, "good": good, "hostile": published - good,
