@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -97,17 +97,18 @@ def request_parts(b64: List[bytes], meta: Dict[str, Any]) -> List[bytes]:
     return parts + [tail]
 
 
-def fill(buf: bytearray, parts: List[bytes]) -> int:
-    """Write a request into the reused receive buffer (as the transport does) without
-    building it whole: the driver must not add large allocations of its own."""
+def fill(buf: bytearray, parts: List[bytes]) -> Tuple[bytearray, int]:
+    """Write a request into the reused receive buffer (a new one only when it is too
+    small, as the transport does) without building it whole: the driver must not add
+    large allocations of its own."""
     n = sum(len(p) for p in parts)
     if len(buf) < n:
-        buf.extend(bytes(n - len(buf)))
+        buf = bytearray(max(n, 2 * len(buf)))  # as pyai/plugin/sp.py grows its buffer
     pos = 0
     for p in parts:
         buf[pos:pos + len(p)] = p
         pos += len(p)
-    return n
+    return buf, n
 
 
 def soak_frames(inputs: str) -> List[tuple]:
@@ -160,10 +161,10 @@ def child(variant: str, seconds: float, sample_s: float) -> None:
     lat: List[float] = []
 
     def serve(name: str, reqs: List[Any]) -> None:
-        fn, buf, i = fns[name], bytearray(), 0
+        fn, buf, i = fns[name], bytearray(1 << 16), 0
         while not stop.is_set():
             parts, good = reqs[i % len(reqs)]
-            n = fill(buf, parts)
+            buf, n = fill(buf, parts)
             t = time.perf_counter()
             reply = handle_function_request(fn, buf, n)
             dt = time.perf_counter() - t
@@ -190,7 +191,7 @@ def child(variant: str, seconds: float, sample_s: float) -> None:
             snap = dict(counts)
         all_lat.extend(mine)
         print(json.dumps({"t_s": round(time.monotonic() - t0, 1), "rss_mb": vm_rss_mb(), "smaps": smaps_rollup(),
-                          "mallinfo2": mallinfo2(), **snap,
+                          "mallinfo2": mallinfo2(), **snap, "threads_alive": sum(t.is_alive() for t in threads),
                           "p50_ms": round(benchlib.quantile(mine, 0.5) * 1e3, 2) if mine else None}), flush=True)
     stop.set()
     for t in threads:
