@@ -15,9 +15,10 @@ its labelImage calls on good frames.
     python bench/soak/rss_isolate.py --seconds 240 --variants mix,mix+mmap128
     python bench/soak/rss_isolate.py --seconds 150 --variants good,hostile,mix+arena2
 
-A variant is ``<inputs>[+<malloc setting>]``: inputs ``mix``, ``good``, ``hostile``;
+A variant is ``<inputs>[+<setting>...]``: inputs ``mix``, ``good``, ``hostile``;
 settings ``mmap<K>`` (pyai.allocator.fix_mmap_threshold(K)), ``arena<N>``
-(M_ARENA_MAX), ``trim`` (malloc_trim(0) after every call). Variants run back to back
+(M_ARENA_MAX), ``trim`` (malloc_trim(0) after every call), ``gc`` (gc.collect()
+after every call: whether uncollected reference cycles hold the memory). Variants run back to back
 in one invocation; compare within it. Writes bench/results/<arch>-rss-isolate.json
 (``--out``). CPU-heavy: run under ``flock /tmp/pyai-timing.lock``.
 """
@@ -132,12 +133,15 @@ def soak_frames(inputs: str) -> List[tuple]:
 def child(variant: str, seconds: float, sample_s: float) -> None:
     from pyai import allocator
 
-    inputs, _, setting = variant.partition("+")
-    trim_each = setting == "trim"
-    if setting.startswith("mmap"):
-        assert allocator.fix_mmap_threshold(int(setting[4:])), "mallopt refused"
-    elif setting.startswith("arena"):
-        assert allocator.set_option("arena_max", int(setting[5:])), "mallopt refused"
+    import gc
+
+    inputs, *settings = variant.split("+")
+    trim_each, collect_each = "trim" in settings, "gc" in settings
+    for setting in settings:
+        if setting.startswith("mmap"):
+            assert allocator.fix_mmap_threshold(int(setting[4:])), "mallopt refused"
+        elif setting.startswith("arena"):
+            assert allocator.set_option("arena_max", int(setting[5:])), "mallopt refused"
     from pyai.config import load_config
     from pyai.plugin.functions import ClassifierHolder, build_functions
     from pyai.plugin.runtime import handle_function_request
@@ -168,6 +172,8 @@ def child(variant: str, seconds: float, sample_s: float) -> None:
             t = time.perf_counter()
             reply = handle_function_request(fn, buf, n)
             dt = time.perf_counter() - t
+            if collect_each:
+                gc.collect()
             if trim_each:
                 allocator.trim()
             with lock:
