@@ -294,7 +294,11 @@ class Engine:
             log.warning("pyai engine: a frame failed unexpectedly: %s", exc, exc_info=exc)
         self._stats.on_failed(expected)
         self._settle()
-        job.future.set_exception(exc)
+        # Without its traceback: that holds the worker's frame, whose ``job`` holds this
+        # future, a reference cycle only the cyclic GC frees, and with it the frame's
+        # request bytes and buffers (megabytes a hostile window: the soak's RSS swing).
+        job.image = None
+        job.future.set_exception(exc.with_traceback(None))
 
     def _finish(self, job: _Job, result: list, t_infer: float) -> None:
         """Deliver a result; ``t_infer`` is when its inference started."""

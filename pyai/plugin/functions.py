@@ -229,6 +229,9 @@ class LabelImages:
                 out[i] = fut.result()
             except Exception as exc:  # noqa: BLE001 - one frame's failure must not sink the window
                 out[i] = {"error": one_line(exc)}
+                # Its traceback holds this frame, whose ``fut`` holds it: a cycle that
+                # keeps the window's request and buffers until the cyclic GC runs.
+                exc.__traceback__ = None
             beat()
         return out
 
