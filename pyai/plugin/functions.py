@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
-from ..errors import BadInput, PyaiError
+from ..errors import BadInput, PyaiError, drop_tracebacks
 from ..source import b64decode, to_bytes
 from .runtime import FrameArg, Function, one_line
 
@@ -231,7 +231,7 @@ class LabelImages:
                 out[i] = {"error": one_line(exc)}
                 # Its traceback holds this frame, whose ``fut`` holds it: a cycle that
                 # keeps the window's request and buffers until the cyclic GC runs.
-                exc.__traceback__ = None
+                drop_tracebacks(exc)
             beat()
         return out
 
