@@ -180,6 +180,25 @@ def test_a_failed_frame_of_a_window_leaves_no_reference_cycle(tiny_classifier, i
     assert [isinstance(r, dict) and "error" in r for r in reply["result"]] == [False, True, True, True]
 
 
+def test_drop_tracebacks_clears_the_whole_chain():
+    from pyai.errors import drop_tracebacks
+
+    def decode(data):
+        try:
+            raise ValueError("truncated")
+        except ValueError as inner:
+            raise BadInput("not an image") from inner
+
+    try:
+        decode(b"x" * 100)
+    except BadInput as exc:
+        kept = exc
+    assert kept.__traceback__ is not None and kept.__cause__.__traceback__ is not None
+    assert drop_tracebacks(kept) is kept
+    assert kept.__traceback__ is None and kept.__cause__.__traceback__ is None
+    assert str(kept) == "not an image"
+
+
 def test_pyai_stats_function(tiny_classifier, images):
     tiny_classifier.label_many([images["cat_720p.jpg"]] * 3)
     st = PyaiStats(ClassifierHolder(lambda: tiny_classifier)).exec([])
