@@ -121,6 +121,11 @@ class Config:
         swaps them (pyai/plugin/model_watch.py). 0 = never (a change then needs a restart).
     skip_unchanged_margin: the gate reuses an answer only if its top-1 score led the
         second by at least this much; 0 (default) = any answer.
+    malloc_mmap_threshold_kb: the plugin process fixes glibc's mmap threshold at this
+        many KiB when it starts, so a frame's large buffers are mmaps returned on free
+        and its RSS does not drift with the order of large and hostile inputs
+        (pyai/allocator.py, docs/faults.md); 0 = glibc's dynamic default. Nothing
+        happens with another C library, nor in the Python API's own processes.
     """
 
     model: str = "tf2_mobilenet_v2_1.0_224_ptq.tflite"
@@ -154,6 +159,7 @@ class Config:
     skip_unchanged: float = 0.0
     skip_unchanged_margin: float = 0.0
     reload_check_s: float = 0.25
+    malloc_mmap_threshold_kb: int = 128
 
     def __post_init__(self) -> None:
         self.skip_unchanged = _gate_threshold(self.skip_unchanged)
@@ -193,6 +199,8 @@ class Config:
             raise ModelError("config skip_unchanged must be >= 0 (0 = off), true or false")
         if not self.reload_check_s >= 0:
             raise ModelError("config reload_check_s must be >= 0 (0 = off)")
+        if self.malloc_mmap_threshold_kb < 0:
+            raise ModelError("config malloc_mmap_threshold_kb must be >= 0 (0 = glibc's dynamic default)")
         if not 0 <= self.skip_unchanged_margin <= 1:
             raise ModelError("config skip_unchanged_margin must be between 0 and 1")
 

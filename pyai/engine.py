@@ -47,7 +47,7 @@ import numpy as np
 from .batching import BatchedModel, resolve_batch_mode
 from .config import Config
 from .crop import Box, Crop
-from .errors import BadInput, ClosedError, ModelError
+from .errors import BadInput, ClosedError, ModelError, drop_tracebacks
 from .labels import Result
 from .model import Model
 from .source import ImageInput
@@ -294,7 +294,11 @@ class Engine:
             log.warning("pyai engine: a frame failed unexpectedly: %s", exc, exc_info=exc)
         self._stats.on_failed(expected)
         self._settle()
-        job.future.set_exception(exc)
+        # Without tracebacks: the worker's frame holds ``job``, which holds this future,
+        # a reference cycle only the cyclic GC frees, and with it the frame's request
+        # bytes and buffers (megabytes a hostile window: the soak's RSS swing).
+        job.image = None
+        job.future.set_exception(drop_tracebacks(exc))
 
     def _finish(self, job: _Job, result: list, t_infer: float) -> None:
         """Deliver a result; ``t_infer`` is when its inference started."""

@@ -34,3 +34,18 @@ def one_line_reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     line = _OBJECT_REPR.sub("", text[0]).strip() if text else ""
     return line[:200] or type(exc).__name__
+
+
+def drop_tracebacks(exc: BaseException) -> BaseException:
+    """``exc`` and the exceptions it was raised from, without their tracebacks; returns
+    ``exc``. A kept error (a future's, a reply's) must not keep the frames it passed
+    through: a frame that caught an exception and raised another still names the first,
+    a reference cycle that holds the frame's buffers (a whole request, a decoded image)
+    until Python's cyclic GC runs, which counts objects, not bytes."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        e.__traceback__ = None
+        e = e.__cause__ or e.__context__
+    return exc

@@ -156,6 +156,49 @@ def test_label_images_function_gives_error_objects_in_place(tiny_classifier, ima
     json.dumps(out)
 
 
+def test_a_failed_frame_of_a_window_leaves_no_reference_cycle(tiny_classifier, images):
+    """A frame's error must not keep the window's request alive until the cyclic GC
+    runs (its traceback held the frames holding its future: the soak's RSS swing).
+    The request buffer has no view left on it once the call answered: it can grow."""
+    import gc
+
+    from pyai.plugin.runtime import handle_function_request
+
+    jpeg = images["cat_720p.jpg"]
+    frames = [jpeg, jpeg[: len(jpeg) // 3], BAD, jpeg[:-2]]
+    b64 = b'","'.join(base64.b64encode(f) for f in frames)
+    buf = bytearray(b'{"func":"Exec","arg":[["' + b64 + b'"],"{}"]}')
+    fn = LabelImages(ClassifierHolder(lambda: tiny_classifier))
+    gc.collect()
+    gc.disable()
+    try:
+        reply = json.loads(handle_function_request(fn, buf, len(buf)))
+        buf.extend(b" ")  # BufferError while a FrameArg's memoryview is still alive
+    finally:
+        gc.enable()
+    assert reply["state"] is True
+    assert [isinstance(r, dict) and "error" in r for r in reply["result"]] == [False, True, True, True]
+
+
+def test_drop_tracebacks_clears_the_whole_chain():
+    from pyai.errors import drop_tracebacks
+
+    def decode(data):
+        try:
+            raise ValueError("truncated")
+        except ValueError as inner:
+            raise BadInput("not an image") from inner
+
+    try:
+        decode(b"x" * 100)
+    except BadInput as exc:
+        kept = exc
+    assert kept.__traceback__ is not None and kept.__cause__.__traceback__ is not None
+    assert drop_tracebacks(kept) is kept
+    assert kept.__traceback__ is None and kept.__cause__.__traceback__ is None
+    assert str(kept) == "not an image"
+
+
 def test_pyai_stats_function(tiny_classifier, images):
     tiny_classifier.label_many([images["cat_720p.jpg"]] * 3)
     st = PyaiStats(ClassifierHolder(lambda: tiny_classifier)).exec([])

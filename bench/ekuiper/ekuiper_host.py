@@ -85,6 +85,7 @@ class Result:
     arrived_ns: int
     topics: List[str]
     ok: List[bool]  # per frame: labelled (False: an error in place of the frame's list)
+    windowed: bool = False  # a window rule's result (``topics``), even of a window of one frame
 
 
 def parse_result(arrived_ns: int, payload: bytes) -> Optional[Result]:
@@ -99,7 +100,7 @@ def parse_result(arrived_ns: int, payload: bytes) -> Optional[Result]:
         labels = msg.get("labels") or []
         ok = [isinstance(x, list) and bool(x) for x in labels]
         ok += [False] * (len(topics) - len(ok))
-        return Result(arrived_ns, topics, ok[: len(topics)])
+        return Result(arrived_ns, topics, ok[: len(topics)], windowed=True)
     if "topic" in msg:
         return Result(arrived_ns, [msg["topic"]], [bool(msg.get("label"))])
     return None

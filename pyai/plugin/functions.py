@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
-from ..errors import BadInput, PyaiError
+from ..errors import BadInput, PyaiError, drop_tracebacks
 from ..source import b64decode, to_bytes
 from .runtime import FrameArg, Function, one_line
 
@@ -229,6 +229,9 @@ class LabelImages:
                 out[i] = fut.result()
             except Exception as exc:  # noqa: BLE001 - one frame's failure must not sink the window
                 out[i] = {"error": one_line(exc)}
+                # Its traceback holds this frame, whose ``fut`` holds it: a cycle that
+                # keeps the window's request and buffers until the cyclic GC runs.
+                drop_tracebacks(exc)
             beat()
         return out
 

@@ -78,6 +78,7 @@ class Plugin:
         self.healed_from = os.environ.get("PYAI_HEALED_FROM")
 
     def run(self) -> int:
+        from ..allocator import fix_mmap_threshold
         from ..config import Config
         from .functions import ClassifierHolder, build_functions
         from .guardian import Guardian, folder_identity
@@ -85,6 +86,8 @@ class Plugin:
         log, runtime = self.log, self.runtime
         lock = self._instance_lock()
         config, config_error = self._config()
+        # Before the model and the first frame allocate: this process lives as long as eKuiper.
+        fix_mmap_threshold((config or Config()).malloc_mmap_threshold_kb)
         holder = ClassifierHolder(self._factory(config, config_error))
 
         guardian: Optional[Guardian] = None
