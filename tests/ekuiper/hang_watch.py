@@ -56,9 +56,12 @@ class HangWatch:
         with self._lock:
             self.test, self.expected = test, expected
 
-    def unexpected(self) -> List[Replacement]:
+    def replacements(self) -> List[Replacement]:
         with self._lock:
-            return [r for r in self.found if not r.expected]
+            return list(self.found)
+
+    def unexpected(self) -> List[Replacement]:
+        return [r for r in self.replacements() if not r.expected]
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_s):
@@ -98,9 +101,7 @@ class HangWatch:
 def summary(watch: Optional[HangWatch]) -> str:
     if watch is None:
         return "hang replacements: not watched"
-    with watch._lock:
-        found = list(watch.found)
-    bad = [r for r in found if not r.expected]
+    found, bad = watch.replacements(), watch.unexpected()
     lines = [f"hang replacements by the guardian: {len(found)} ({len(found) - len(bad)} in tests that freeze on purpose, "
              f"{len(bad)} false)"]
     lines += [f"  FALSE, during {r.test or '(between tests)'}: {r.line}" for r in bad]
