@@ -77,6 +77,9 @@ class Camera:
 
         self.frame, self.period = frame, 1.0 / fps
         self.sent: Dict[int, float] = {}
+        # The publishing thread adds to ``sent`` while tests read it; a bare dict copy
+        # can still see it change (a GC pass mid-copy switches threads).
+        self._sent_lock = threading.Lock()
         self.refused = 0
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pyai-cam-{os.getpid()}")
         self.client.reconnect_delay_set(0.1, 0.5)
@@ -96,10 +99,16 @@ class Camera:
                 continue
             info = self.client.publish(f"chaos/{seq}", self.frame, qos=0)
             if info.rc == 0:
-                self.sent[seq] = time.monotonic()
+                with self._sent_lock:
+                    self.sent[seq] = time.monotonic()
             else:
                 self.refused += 1
             seq += 1
+
+    def sent_items(self) -> List[Tuple[int, float]]:
+        """(seq, publish time) of every frame sent so far, copied under the lock."""
+        with self._sent_lock:
+            return list(self.sent.items())
 
     def close(self) -> None:
         self._stop.set()
@@ -197,7 +206,7 @@ class Env:
         got: Dict[str, Optional[float]] = {"label": None, "window": None, "stats": None}
         while time.monotonic() < deadline and None in got.values():
             if got["label"] is None:
-                fresh = [seq for seq, at in list(self.camera.sent.items()) if at > since]
+                fresh = [seq for seq, at in self.camera.sent_items() if at > since]
                 first = min(fresh) if fresh else None
                 for at, body in self.sink.after("label", t_fault):
                     topic = body.get("topic", "")
@@ -216,7 +225,7 @@ class Env:
 
     def lost(self, start: float, end: float) -> Tuple[int, int, int]:
         """(frames published in [start, end), of those never labelled, labelled twice)."""
-        seqs = [seq for seq, at in list(self.camera.sent.items()) if start <= at < end]
+        seqs = [seq for seq, at in self.camera.sent_items() if start <= at < end]
         labelled = self.sink.labelled_seqs()
         return len(seqs), sum(1 for s in seqs if s not in labelled), sum(1 for s in seqs if labelled.get(s, 0) > 1)
 
@@ -224,7 +233,7 @@ class Env:
         """Wait until the last frame published before ``end`` is labelled (the backlog a
         fault leaves in eKuiper has come out), or no label came for ``quiet`` s."""
         deadline = time.monotonic() + limit
-        last = max((seq for seq, at in list(self.camera.sent.items()) if at < end), default=None)
+        last = max((seq for seq, at in self.camera.sent_items() if at < end), default=None)
         while time.monotonic() < deadline and last is not None:
             if max(self.sink.labelled_seqs(), default=-1) >= last:
                 return
@@ -419,7 +428,7 @@ def _attribution(env: Env, probe: BrokerProbe, rest0: Dict[str, Any], rest1: Dic
     the function operator (source in minus operator in), the function call (operator
     exceptions, split by pyai's own count of its error replies), after the call
     (operator out minus labels received)."""
-    seqs = {seq: at for seq, at in list(env.camera.sent.items()) if start <= at < end}
+    seqs = {seq: at for seq, at in env.camera.sent_items() if start <= at < end}
     delivered, labelled = probe.delivered(), env.sink.labelled_seqs()
     deltas = counter_deltas(rest0["counters"], rest1["counters"])
     h = hops(deltas)
