@@ -162,8 +162,13 @@ def test_stats_count_the_calls_each_symbol_answered(host, images):
     assert not host.exec("labelImage", b"not an image").state
     assert not host.call("labelImage", "Nope", None).state
     calls = host.exec("pyaiStats").result["process"]["calls"]
-    assert calls["labelImage"] == {"answered": before["answered"] + 1, "errors": before["errors"] + 2}, calls
+    label = calls["labelImage"]
+    assert (label["answered"], label["errors"]) == (before["answered"] + 1, before["errors"] + 2), calls
     assert calls["pyaiStats"]["answered"] >= 1 and calls["pyaiStats"]["errors"] == 0, calls
+    # Every call is timed; the time between calls starts with the second.
+    n = before["answered"] + before["errors"]
+    assert label["call_ms"]["n"] == n + 3 and label["between_ms"]["n"] == n + 2, label
+    assert 0 < label["call_ms"]["p50"] <= label["call_ms"]["p99"], label
 
 
 def test_stop_start_symbol(host, images):

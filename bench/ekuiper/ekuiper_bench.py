@@ -219,7 +219,20 @@ class Bench:
         row = self.summarize(name, tag, phase, cameras, fps, seconds, options, gen_stats, results,
                              status0, status1, cpu0, cpu1, t0, t1, rss)
         row.update(rule=key, rule_id=rule_id)
+        if kind.plugin == "pyai":
+            row["calls"] = self.call_times("labelImages" if kind.window > 1 else "labelImage")
+            if row["calls"]:
+                say(ekuiper_report.calls_line(row["calls"]))
         return row
+
+    def call_times(self, symbol: str) -> Optional[Dict[str, Any]]:
+        """pyai's own time per call and the time from its reply to kuiperd's next request,
+        over the symbol's last calls (pyaiStats: CallCounts.WINDOW of them, so the end of
+        this load): which side of the serial call/reply cycle a saturated load waits on."""
+        stats = ekuiper_gate.pyai_stats(self.host, f"S{next(self.ids)}")
+        self.collector.take()  # the stats rule's answer: no load's
+        calls = ((stats or {}).get("process") or {}).get("calls", {}).get(symbol)
+        return calls if calls and calls.get("call_ms") else None
 
     def summarize(self, key: str, tag: str, phase: str, cameras: int, fps: float, seconds: float,
                   options: Optional[Dict[str, Any]], gen: Dict[str, Any], results: List[ekuiper_host.Result],

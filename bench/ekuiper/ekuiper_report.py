@@ -39,6 +39,13 @@ def row_line(r: Dict[str, Any]) -> str:
             + f" | {busy * 100:4.0f}% {r['rss_mb']['peak'].get('kuiperd', 0):8.0f} MB  {opts}")
 
 
+def calls_line(calls: Dict[str, Any]) -> str:
+    """The plugin's side of the serial call cycle over its last calls (CallCounts)."""
+    c, b = calls["call_ms"], calls.get("between_ms") or {}
+    return (f"  {'':14s} pyai's last {c['n']} calls: in pyai p50 {c['p50']:.2f} ms (p90 {c['p90']:.2f}); "
+            f"reply to kuiperd's next request p50 {b.get('p50', float('nan')):.2f} ms (p90 {b.get('p90', float('nan')):.2f})")
+
+
 def loss_note(r: Dict[str, Any]) -> str:
     k = r["kuiperd"]
     drops = sum(v for name, v in k["exceptions"].items() if "project" not in name)

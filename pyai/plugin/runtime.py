@@ -27,7 +27,9 @@ import json
 import logging
 import socket
 import threading
-from typing import Any, Callable, Dict, List, Optional, Protocol
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol
 
 from .callboard import CallBoard, CallSlot
 from .sp import ChannelClosed, ReqSocket
@@ -211,14 +213,29 @@ _OK_REPLY = b'{"state":true'
 
 class CallCounts:
     """Requests one symbol answered in this process: with ``state:true`` and with an
-    error. Written by the symbol's thread only; read (as a snapshot) by ``pyaiStats``,
-    so a fault's lost frames can be told apart from calls this process failed."""
+    error, and how the time went. Written by the symbol's thread only; read (as a
+    snapshot) by ``pyaiStats``, so a fault's lost frames can be told apart from calls
+    this process failed, and a slow stream's time split between pyai and its host.
 
-    __slots__ = ("answered", "errors")
+    ``call_ms``: from a request's arrival to its reply, pyai's own time. ``between_ms``:
+    from a reply to the next request. eKuiper sends one request at a time per symbol,
+    so while frames wait in the host this is the host's own time per call (its
+    transport, its JSON, its rule), the part of each frame pyai cannot shorten; on a
+    stream slower than pyai it is the idle time between frames.
+    """
+
+    __slots__ = ("answered", "errors", "_call", "_between", "_last_end", "_lock")
+
+    #: the most recent calls the percentiles describe
+    WINDOW = 1024
 
     def __init__(self) -> None:
         self.answered = 0
         self.errors = 0
+        self._call: Deque[float] = deque(maxlen=self.WINDOW)
+        self._between: Deque[float] = deque(maxlen=self.WINDOW)
+        self._last_end: Optional[float] = None
+        self._lock = threading.Lock()
 
     def count(self, reply: bytes) -> bytes:
         if reply.startswith(_OK_REPLY):
@@ -227,8 +244,38 @@ class CallCounts:
             self.errors += 1
         return reply
 
-    def snapshot(self) -> Dict[str, int]:
-        return {"answered": self.answered, "errors": self.errors}
+    def timed(self, handler: Callable[[bytearray, int], bytes]) -> Callable[[bytearray, int], bytes]:
+        """``handler``, counted and timed."""
+        clock, lock, count = time.perf_counter, self._lock, self.count
+
+        def run(buf: bytearray, n: int) -> bytes:
+            start = clock()
+            try:
+                return count(handler(buf, n))
+            finally:
+                end = clock()
+                with lock:
+                    if self._last_end is not None:
+                        self._between.append(start - self._last_end)
+                    self._call.append(end - start)
+                self._last_end = end
+
+        return run
+
+    def snapshot(self) -> Dict[str, Any]:
+        with self._lock:
+            call, between = list(self._call), list(self._between)
+        return {"answered": self.answered, "errors": self.errors,
+                "call_ms": _percentiles(call), "between_ms": _percentiles(between)}
+
+
+def _percentiles(samples: List[float]) -> Dict[str, float]:
+    """n and p50 / p90 / p99 in ms of ``samples`` (seconds); {} when there are none."""
+    xs = sorted(samples)
+    if not xs:
+        return {}
+    at = lambda q: round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1000.0, 3)  # noqa: E731
+    return {"n": len(xs), "p50": at(0.5), "p90": at(0.9), "p99": at(0.99)}
 
 
 class SymbolRunner:
@@ -248,9 +295,9 @@ class SymbolRunner:
         self.thread.start()
 
     def _run(self) -> None:
-        fn, slot, count = self.fn, self.slot, self.calls.count
+        fn, slot = self.fn, self.slot
         if slot is None:
-            self.channel.serve(lambda buf, n: count(handle_function_request(fn, buf, n)))
+            self.channel.serve(self.calls.timed(lambda buf, n: handle_function_request(fn, buf, n)))
         else:
             if hasattr(fn, "heartbeat"):
                 fn.heartbeat = slot.beat  # type: ignore[attr-defined]
@@ -258,11 +305,11 @@ class SymbolRunner:
             def marked(buf: bytearray, n: int) -> bytes:
                 slot.begin()
                 try:
-                    return count(handle_function_request(fn, buf, n))
+                    return handle_function_request(fn, buf, n)
                 finally:
                     slot.end()
 
-            self.channel.serve(marked)
+            self.channel.serve(self.calls.timed(marked))
         if self.channel.broken:
             self.on_broken(f"function channel {self.name}: {self.channel.broken}")
 
@@ -363,8 +410,8 @@ class PluginRuntime:
             slot = self.board.slot(symbol) if self.board is not None else None
             self.runners[symbol] = SymbolRunner(symbol, fn, self.shutdown, dial_attempts, slot)
 
-    def call_counts(self) -> Dict[str, Dict[str, int]]:
-        """{symbol: {"answered": n, "errors": m}} of the requests this process served."""
+    def call_counts(self) -> Dict[str, Dict[str, Any]]:
+        """{symbol: CallCounts.snapshot()} of the requests this process served."""
         with self._lock:
             runners = dict(self.runners)
         return {name: runner.calls.snapshot() for name, runner in runners.items()}
