@@ -38,8 +38,8 @@ def test_call_and_between_times_split_each_cycle(clock: Clock) -> None:
         clock.now += 0.001  # the host's 1 ms before the next request
     snap = calls.snapshot()
     assert (snap["answered"], snap["errors"]) == (10, 0)
-    assert snap["call_ms"] == {"n": 10, "p50": 6.0, "p90": 6.0, "p99": 6.0}
-    assert snap["between_ms"] == {"n": 9, "p50": 1.0, "p90": 1.0, "p99": 1.0}
+    assert snap["call_ms"] == {"n": 10, "mean": 6.0, "p50": 6.0, "p90": 6.0, "p99": 6.0}
+    assert snap["between_ms"] == {"n": 9, "mean": 1.0, "p50": 1.0, "p90": 1.0, "p99": 1.0}
 
 
 def test_an_error_reply_and_a_raising_handler_are_timed_too(clock: Clock) -> None:

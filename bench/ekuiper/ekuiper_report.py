@@ -42,8 +42,10 @@ def row_line(r: Dict[str, Any]) -> str:
 def calls_line(calls: Dict[str, Any]) -> str:
     """The plugin's side of the serial call cycle over its last calls (CallCounts)."""
     c, b = calls["call_ms"], calls.get("between_ms") or {}
-    return (f"  {'':14s} pyai's last {c['n']} calls: in pyai p50 {c['p50']:.2f} ms (p90 {c['p90']:.2f}); "
-            f"reply to kuiperd's next request p50 {b.get('p50', float('nan')):.2f} ms (p90 {b.get('p90', float('nan')):.2f})")
+    nan = float("nan")
+    return (f"  {'':14s} pyai's last {c['n']} calls: in pyai mean {c.get('mean', nan):.2f} ms (p50 {c['p50']:.2f}, "
+            f"p90 {c['p90']:.2f}); reply to kuiperd's next request mean {b.get('mean', nan):.2f} ms "
+            f"(p50 {b.get('p50', nan):.2f}, p90 {b.get('p90', nan):.2f})")
 
 
 def loss_note(r: Dict[str, Any]) -> str:
