@@ -40,6 +40,7 @@ def test_call_and_between_times_split_each_cycle(clock: Clock) -> None:
     assert (snap["answered"], snap["errors"]) == (10, 0)
     assert snap["call_ms"] == {"n": 10, "mean": 6.0, "p50": 6.0, "p90": 6.0, "p99": 6.0}
     assert snap["between_ms"] == {"n": 9, "mean": 1.0, "p50": 1.0, "p90": 1.0, "p99": 1.0}
+    assert snap["totals"] == {"calls": 10, "call_s": 0.06, "gaps": 9, "between_s": 0.009}
 
 
 def test_an_error_reply_and_a_raising_handler_are_timed_too(clock: Clock) -> None:
@@ -59,7 +60,8 @@ def test_an_error_reply_and_a_raising_handler_are_timed_too(clock: Clock) -> Non
 
 
 def test_no_calls_no_percentiles() -> None:
-    assert CallCounts().snapshot() == {"answered": 0, "errors": 0, "call_ms": {}, "between_ms": {}}
+    assert CallCounts().snapshot() == {"answered": 0, "errors": 0, "call_ms": {}, "between_ms": {},
+                                       "totals": {"calls": 0, "call_s": 0.0, "gaps": 0, "between_s": 0.0}}
 
 
 def test_percentiles_keep_the_latest_window(clock: Clock) -> None:
@@ -76,7 +78,11 @@ def test_percentiles_keep_the_latest_window(clock: Clock) -> None:
     step["s"] = 0.001
     for _ in range(CallCounts.WINDOW):
         run(bytearray(), 0)
-    assert calls.snapshot()["call_ms"]["p99"] == 1.0
+    snap = calls.snapshot()
+    assert snap["call_ms"]["p99"] == 1.0
+    # The totals keep every call, the window only the last ones.
+    assert snap["totals"]["calls"] == 2 * CallCounts.WINDOW
+    assert snap["totals"]["call_s"] == pytest.approx(CallCounts.WINDOW * 0.011)
 
 
 def test_snapshot_while_calls_run() -> None:

@@ -59,6 +59,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.common import benchlib  # noqa: E402
+from bench.ekuiper import ekuiper_calls  # noqa: E402
 from bench.ekuiper import ekuiper_gate  # noqa: E402
 from bench.ekuiper import ekuiper_host  # noqa: E402
 from bench.ekuiper import ekuiper_plugins  # noqa: E402
@@ -84,6 +85,7 @@ RAMP_STEP = 1.1
 HELD_LABELLED = 0.98
 HELD_THROUGHPUT = 0.97
 OVERLOAD_FACTOR = 1.5
+CALLS_AFTER_START_S = 0.5  # the call-cycle probe's first snapshot, after the cameras start
 # Rule options tried against the defaults (bufferLength 1024) when overloaded: each
 # operator's input queue holds at most this many, dropping the oldest (v2.4.0).
 FRESH_OPTIONS = ({"bufferLength": 1}, {"bufferLength": 8})
@@ -184,7 +186,13 @@ class Bench:
         tag = f"L{n}"
         rule_id = f"{name}_{tag}"
         self.host.create_rule(rule_id, kind.sql, options)
+        # pyai's own account of the serial call cycle while the cameras publish.
+        probe = ekuiper_calls.CallProbe(self.host, tag) if kind.plugin == "pyai" else None
+        symbol = "labelImages" if kind.window > 1 else "labelImage"
+        snap0 = snap1 = None
         try:
+            if probe is not None:
+                probe.snapshot()  # the probe's rule is answering before the load starts
             self.warm(rule_id, kind, tag)
             status0 = self.host.rest.rule_status(rule_id)
             groups = self.host.process_groups(kind.plugin)
@@ -201,10 +209,16 @@ class Bench:
             t0 = time.monotonic()
             with ekuiper_host.RssSampler({"kuiperd": groups["kuiperd"], "plugin": groups["plugin"],
                                           "mosquitto": groups["mosquitto"]}) as rss:
+                if probe is not None:
+                    # Once the cameras' first frames are in: the gap before them is idle, not the host's.
+                    time.sleep(CALLS_AFTER_START_S)
+                    snap0 = probe.snapshot()
                 out, _ = gen.communicate(timeout=seconds + 120)
                 t1 = time.monotonic()
                 cpu1 = {g: sum(ekuiper_host.cpu_seconds(p) for p in pids) for g, pids in groups.items()}
                 cpu1["machine"] = ekuiper_host.machine_cpu_seconds()
+                if probe is not None:
+                    snap1 = probe.snapshot()
                 if gen.returncode != 0:
                     raise RuntimeError(f"the camera generator exited {gen.returncode}")
                 gen_stats = json.loads(out.strip().splitlines()[-1])
@@ -215,24 +229,18 @@ class Bench:
             status1 = self.host.rest.rule_status(rule_id)
         finally:
             self.host.rest.delete_rule(rule_id)
+            if probe is not None:
+                probe.close()
         results = self.collector.take()
         row = self.summarize(name, tag, phase, cameras, fps, seconds, options, gen_stats, results,
                              status0, status1, cpu0, cpu1, t0, t1, rss)
         row.update(rule=key, rule_id=rule_id)
-        if kind.plugin == "pyai":
-            row["calls"] = self.call_times("labelImages" if kind.window > 1 else "labelImage")
-            if row["calls"]:
-                say(ekuiper_report.calls_line(row["calls"]))
+        if probe is not None:
+            row["calls"] = {"while_publishing": ekuiper_calls.cycle(snap0, snap1, symbol),
+                            "last": ((snap1 or {}).get("process") or {}).get("calls", {}).get(symbol)}
+            if row["calls"]["while_publishing"]:
+                say(ekuiper_report.calls_line(row["calls"]["while_publishing"]))
         return row
-
-    def call_times(self, symbol: str) -> Optional[Dict[str, Any]]:
-        """pyai's own time per call and the time from its reply to kuiperd's next request,
-        over the symbol's last calls (pyaiStats: CallCounts.WINDOW of them, so the end of
-        this load): which side of the serial call/reply cycle a saturated load waits on."""
-        stats = ekuiper_gate.pyai_stats(self.host, f"S{next(self.ids)}")
-        self.collector.take()  # the stats rule's answer: no load's
-        calls = ((stats or {}).get("process") or {}).get("calls", {}).get(symbol)
-        return calls if calls and calls.get("call_ms") else None
 
     def summarize(self, key: str, tag: str, phase: str, cameras: int, fps: float, seconds: float,
                   options: Optional[Dict[str, Any]], gen: Dict[str, Any], results: List[ekuiper_host.Result],

@@ -39,13 +39,11 @@ def row_line(r: Dict[str, Any]) -> str:
             + f" | {busy * 100:4.0f}% {r['rss_mb']['peak'].get('kuiperd', 0):8.0f} MB  {opts}")
 
 
-def calls_line(calls: Dict[str, Any]) -> str:
-    """The plugin's side of the serial call cycle over its last calls (CallCounts)."""
-    c, b = calls["call_ms"], calls.get("between_ms") or {}
-    nan = float("nan")
-    return (f"  {'':14s} pyai's last {c['n']} calls: in pyai mean {c.get('mean', nan):.2f} ms (p50 {c['p50']:.2f}, "
-            f"p90 {c['p90']:.2f}); reply to kuiperd's next request mean {b.get('mean', nan):.2f} ms "
-            f"(p50 {b.get('p50', nan):.2f}, p90 {b.get('p90', nan):.2f})")
+def calls_line(c: Dict[str, Any]) -> str:
+    """The serial call cycle while the cameras published (ekuiper_calls.cycle)."""
+    return (f"  {'':14s} while publishing: {c['calls']} calls, in pyai {c['call_ms']:.2f} ms, reply to kuiperd's "
+            f"next request {c['between_ms']:.2f} ms: a cycle of {c['cycle_ms']:.2f} ms "
+            f"({1000.0 / c['cycle_ms']:.1f} calls/s at most)")
 
 
 def loss_note(r: Dict[str, Any]) -> str:

@@ -224,7 +224,7 @@ class CallCounts:
     stream slower than pyai it is the idle time between frames.
     """
 
-    __slots__ = ("answered", "errors", "_call", "_between", "_last_end", "_lock")
+    __slots__ = ("answered", "errors", "_call", "_between", "_last_end", "_lock", "_totals")
 
     #: the most recent calls the percentiles describe
     WINDOW = 1024
@@ -236,6 +236,10 @@ class CallCounts:
         self._between: Deque[float] = deque(maxlen=self.WINDOW)
         self._last_end: Optional[float] = None
         self._lock = threading.Lock()
+        # Since the process started: calls, their seconds, gaps, their seconds. Two
+        # snapshots give the means between them exactly (the percentiles' window of
+        # the last calls may reach back before a load started).
+        self._totals = [0, 0.0, 0, 0.0]
 
     def count(self, reply: bytes) -> bytes:
         if reply.startswith(_OK_REPLY):
@@ -254,10 +258,15 @@ class CallCounts:
                 return count(handler(buf, n))
             finally:
                 end = clock()
+                totals = self._totals
                 with lock:
                     if self._last_end is not None:
                         self._between.append(start - self._last_end)
+                        totals[2] += 1
+                        totals[3] += start - self._last_end
                     self._call.append(end - start)
+                    totals[0] += 1
+                    totals[1] += end - start
                 self._last_end = end
 
         return run
@@ -265,8 +274,10 @@ class CallCounts:
     def snapshot(self) -> Dict[str, Any]:
         with self._lock:
             call, between = list(self._call), list(self._between)
+            calls, call_s, gaps, between_s = self._totals
         return {"answered": self.answered, "errors": self.errors,
-                "call_ms": _percentiles(call), "between_ms": _percentiles(between)}
+                "call_ms": _percentiles(call), "between_ms": _percentiles(between),
+                "totals": {"calls": calls, "call_s": round(call_s, 6), "gaps": gaps, "between_s": round(between_s, 6)}}
 
 
 def _percentiles(samples: List[float]) -> Dict[str, float]:
