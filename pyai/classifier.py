@@ -60,6 +60,8 @@ class Classifier:
         # where the config left them unset; per-channel maps stay in card.norm alone).
         if norm.fast:
             cfg = cfg.replace(mean=norm.scalar_mean, std=norm.scalar_std)
+        # ... and the score floor the model's metadata sets where the config sets none.
+        cfg = cfg.replace(min_confidence=self.card.min_confidence)
         self.config = cfg
         self.limits = Limits(max_pixels=cfg.max_pixels, max_decode_ms=cfg.max_decode_ms)
         self.crop = cfg.crop

@@ -53,7 +53,9 @@ class Config:
         A frame of several views (crop_mode=squares) runs them instead one a core,
         each on its own one-thread interpreter, up to this many at once.
     top_k: how many results ``labelImage`` returns, best first.
-    min_confidence: results below this score are dropped.
+    min_confidence: results below this score are dropped; unset (the default): the
+        score threshold of the model's TFLite metadata (ScoreThresholdingOptions, as
+        MediaPipe applies it) where it has one, else 0.
     decode_oversample: JPEG DCT-domain downscaling stops where the crop region
         (crop_mode, crop_fraction) is this multiple of the model's input size, so the
         final resize is always a real (antialiased) downscale. With the whole frame
@@ -134,7 +136,7 @@ class Config:
     scores: str = "auto"
     threads: int = 0
     top_k: int = 5
-    min_confidence: float = 0.0
+    min_confidence: Optional[float] = None
     decode_oversample: float = 1.1
     # The centre square and the whole frame, one batch of two, probabilities averaged:
     # docs/accuracy.md (camera frames) for why.

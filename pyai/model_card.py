@@ -60,12 +60,15 @@ class ModelCard:
     scores: Scores
     scores_source: str
     metadata: bool
+    min_confidence: float = 0.0
+    min_confidence_source: str = "default"
 
     def describe(self) -> dict:
         return {
             "labels": self.labels_source,
             "normalisation": self.norm.source,
             "scores": f"{self.scores.kind} ({self.scores_source})",
+            "min_confidence": f"{self.min_confidence:g} ({self.min_confidence_source})",
         }
 
 
@@ -181,7 +184,22 @@ def resolve(cfg: Config, model: Model, content: bytes) -> ModelCard:
     labels, labels_source = _labels(cfg, mf, model.num_classes)
     norm = _normalisation(cfg, mf, model)
     scores, scores_source = _scores(cfg, mf, model)
-    return ModelCard(labels, labels_source, norm, scores, scores_source, mf.metadata is not None)
+    min_conf, min_conf_source = _min_confidence(cfg, mf)
+    return ModelCard(labels, labels_source, norm, scores, scores_source, mf.metadata is not None,
+                     min_conf, min_conf_source)
+
+
+def _min_confidence(cfg: Config, mf: ModelFile) -> Tuple[float, str]:
+    """The default floor of an answer's scores: the config's, else the metadata's
+    score threshold (on the scores as pyai answers them, calibration applied), else 0."""
+    if cfg.min_confidence is not None:
+        return cfg.min_confidence, "config"
+    threshold = mf.metadata.score_threshold if mf.metadata is not None else None
+    if threshold is not None:
+        if not math.isfinite(threshold):
+            raise ModelError(f"the model's metadata has a score threshold of {threshold}")
+        return threshold, "metadata"
+    return 0.0, "default"
 
 
 _scratch = threading.local()

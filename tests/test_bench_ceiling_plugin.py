@@ -19,6 +19,12 @@ def test_the_ceiling_plugin_imports_from_its_zip_alone(tmp_path: Path) -> None:
         zf.extractall(folder)
     # -I: no user site and no PYTHONPATH, so nothing outside the zip's folder is found.
     done = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                           "import rt.runtime, rt.sp, rt.callboard", str(folder)],
+                           "import rt.runtime, rt.sp, rt.callboard, constant", str(folder)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    # The entry point's function answers the constant.
+    done = subprocess.run([sys.executable, "-I", "-c", "import runpy, sys; sys.path.insert(0, sys.argv[1]); "
+                           "g = runpy.run_path(sys.argv[1] + '/ceiling.py'); "
+                           "print(g['Constant'](g['RESULT']).exec([b'frame']) == g['RESULT'])", str(folder)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "True", done.stderr

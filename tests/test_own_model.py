@@ -99,6 +99,36 @@ def test_score_calibration_with_the_wrong_line_count_is_refused(tmp_path):
     assert "calibration file has 1 lines, the output has 3 classes" in _one_line(exc)
 
 
+def test_metadata_score_threshold_is_the_default_floor(tmp_path):
+    # Float in, float out with a softmax-free output in [0, 1] (output_range): a red
+    # frame scores red ~1.0 and the others ~0.0, so a 0.5 threshold keeps red alone.
+    meta = tm.Meta(output_range=(0.0, 1.0), score_threshold=0.5)
+    data = tm.build("uint8", "float32", meta=meta)
+    frame = tm.solid_jpeg((255, 0, 0), 32, 32)
+    with _clf(tmp_path, data) as clf:
+        assert clf.describe()["min_confidence"] == "0.5 (metadata)"
+        assert [r["label"] for r in clf.label(frame)] == ["0:red"]
+        # A call's own floor still wins, as labelImage(self, k, minConfidence) does.
+        assert len(clf.label(frame, min_confidence=0.0)) == 3
+    # The config's min_confidence, 0 included, overrides the metadata.
+    with _clf(tmp_path, data, min_confidence=0.0) as clf:
+        assert clf.describe()["min_confidence"] == "0 (config)"
+        assert len(clf.label(frame)) == 3
+
+
+def test_no_threshold_in_the_metadata_floor_is_zero(tmp_path):
+    with _clf(tmp_path, tm.build("uint8", "uint8")) as clf:
+        assert clf.describe()["min_confidence"] == "0 (default)"
+        assert len(clf.label(tm.solid_jpeg((255, 0, 0), 32, 32))) == 3
+
+
+def test_a_score_threshold_that_is_not_a_number_is_refused(tmp_path):
+    meta = tm.Meta(score_threshold=float("nan"))
+    with pytest.raises(ModelError) as exc:
+        _clf(tmp_path, tm.build("uint8", "uint8", meta=meta))
+    assert "score threshold of nan" in _one_line(exc)
+
+
 def test_display_names_by_locale(tmp_path):
     meta = tm.Meta(label_files=[("labels.txt", "red\ngreen\nblue\n", ""), ("labels_fr.txt", "rouge\nvert\nbleu\n", "fr")])
     data = tm.build("uint8", "uint8", meta=meta)

@@ -51,6 +51,7 @@ class Meta:
     label_files: List[Tuple[str, str, str]] = field(default_factory=lambda: [("labels.txt", "\n".join(LABELS), "")])
     output_range: Optional[Tuple[float, float]] = None
     calibration: Optional[Tuple[int, float, str]] = None  # (transform, default score, CSV text)
+    score_threshold: Optional[float] = None  # ScoreThresholdingOptions.global_score_threshold
     extra_outputs: int = 0
 
 
@@ -116,10 +117,16 @@ def _metadata(meta: Meta) -> bytes:
 
     out_fields: Dict[int, Tuple[str, object]] = {0: ("off", b.CreateString("probability"))}
     entries = [(name, 2, locale) for name, _, locale in meta.label_files]
+    units = []  # the output's process units: (options type, options table)
     if meta.calibration is not None:
         entries.append(("calibration.csv", 4, ""))
         cal = _table(b, 2, {0: ("i8", meta.calibration[0]), 1: ("f32", meta.calibration[1])})
-        out_fields[4] = ("off", _vec_tables(b, [_table(b, 2, {0: ("u8", 2), 1: ("off", cal)})]))
+        units.append(_table(b, 2, {0: ("u8", 2), 1: ("off", cal)}))
+    if meta.score_threshold is not None:
+        thr = _table(b, 1, {0: ("f32", meta.score_threshold)})
+        units.append(_table(b, 2, {0: ("u8", 3), 1: ("off", thr)}))
+    if units:
+        out_fields[4] = ("off", _vec_tables(b, units))
     if entries:
         out_fields[6] = ("off", files(entries))
     if meta.output_range is not None:

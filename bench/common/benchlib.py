@@ -247,6 +247,19 @@ def results_stem(info: Dict[str, Any]) -> str:
     return info["arch"] + ("-emulated" if info.get("emulation", {}).get("emulated") else "")
 
 
+def report_ways(res: Dict[str, Any], title: str, line: Callable[[str, Dict[str, Any]], str],
+                out: Optional[Path]) -> None:
+    """Print an in-process A/B's ``res["ways"]`` under the machine and ``title``, and
+    save ``res`` to ``out`` when given."""
+    m = res["machine"]
+    print(f"{m['cpu']} x{m['cores']}, {title}")
+    for name, way in res["ways"].items():
+        print("  " + line(name, way))
+    if out:
+        out.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {out}")
+
+
 def save_results(res: Dict[str, Any], out_dir: Path, stem: str,
                  write_chart: Callable[[Dict[str, Any], Path], Optional[str]], say: Callable[[str], None]) -> Path:
     """``<stem>.json`` (written whole or not at all) and ``<stem>.png`` in ``out_dir``

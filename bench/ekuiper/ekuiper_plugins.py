@@ -132,25 +132,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from constant import Constant  # noqa: E402
 from rt.runtime import PluginRuntime  # noqa: E402
 
 RESULT = {json.dumps(CONSTANT_RESULT)}
 
-
-class Constant:
-    def validate(self, args):
-        return ""
-
-    def is_aggregate(self):
-        return False
-
-    def exec(self, args):
-        return RESULT
-
-
 if __name__ == "__main__":
-    PluginRuntime("{CEILING}", {{"{CEILING_SYMBOL}": Constant}}).run()
+    PluginRuntime("{CEILING}", {{"{CEILING_SYMBOL}": lambda: Constant(RESULT)}}).run()
 '''
+# The protocol bench's constant function, shipped beside the entry point.
+CONSTANT_FUNCTION = PLUGINS / "transport" / "constant.py"
 
 
 def _write_zip(out: Path, files: Dict[str, bytes], executables: tuple) -> Path:
@@ -198,6 +189,7 @@ def build_ceiling_zip(out: Path) -> Path:
     return _write_zip(out, {
         f"{CEILING}.json": _manifest(CEILING_SYMBOL, "ceiling.py").encode(),
         "ceiling.py": CEILING_MAIN.encode(),
+        "constant.py": CONSTANT_FUNCTION.read_bytes(),
         **_transport_files(),
     }, ("ceiling.py",))
 

@@ -17,7 +17,6 @@ Prints and saves each way's mean / p50 / p90 ms a call.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -89,13 +88,9 @@ def main(argv: Optional[List[str]] = None) -> int:
            "frames": len(frames), "rounds": args.rounds, "calls": args.calls,
            "ways": {k: {"burners": WAYS[k][0], "period_ms": WAYS[k][1], "burst_ms": WAYS[k][2], **summary(v)}
                     for k, v in times.items()}}
-    m = res["machine"]
-    print(f"{m['cpu']} x{m['cores']}, {args.rounds} rounds of {args.calls} calls a way")
-    for k, v in res["ways"].items():
-        print(f"  {k:46s} mean {v['mean_ms']:6.2f}  p50 {v['p50_ms']:6.2f}  p90 {v['p90_ms']:6.2f} ms a call")
-    if args.out:
-        args.out.write_text(json.dumps(res, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    benchlib.report_ways(res, f"{args.rounds} rounds of {args.calls} calls a way",
+                         lambda k, v: f"{k:46s} mean {v['mean_ms']:6.2f}  p50 {v['p50_ms']:6.2f}  "
+                                      f"p90 {v['p90_ms']:6.2f} ms a call", args.out)
     return 0
 
 

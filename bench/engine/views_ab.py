@@ -19,7 +19,6 @@ Prints and saves each way's p50 wall time and CPU (this process, every thread) p
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -105,13 +104,9 @@ def main(argv: Optional[List[str]] = None) -> int:
            "frames": [p.name for p in photos], "rounds": args.rounds,
            "ways": {k: {"p50_ms": round(statistics.median(wall[k]) * 1e3, 3),
                         "cpu_ms_per_call": round(statistics.median(cpu[k]) * 1e3, 3)} for k in runs}}
-    m = res["machine"]
-    print(f"{m['cpu']} x{m['cores']}, {len(frames)} photos, {args.rounds} rounds")
-    for k, v in res["ways"].items():
-        print(f"  {k:24s} p50 {v['p50_ms']:6.2f} ms  CPU {v['cpu_ms_per_call']:6.2f} ms a call")
-    if args.out:
-        args.out.write_text(json.dumps(res, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    benchlib.report_ways(res, f"{len(frames)} photos, {args.rounds} rounds",
+                         lambda k, v: f"{k:24s} p50 {v['p50_ms']:6.2f} ms  CPU {v['cpu_ms_per_call']:6.2f} ms a call",
+                         args.out)
     clf.close()
     return 0
 

@@ -9,19 +9,8 @@ for _p in reversed(os.environ.get("PYAI_BENCH_PATHS", "").split(os.pathsep)):
         sys.path.insert(0, _p)
 
 from benchlib import CONSTANT_RESULT  # noqa: E402
+from constant import Constant  # noqa: E402 - beside this file
 from pyai.plugin.runtime import PluginRuntime  # noqa: E402
 
-
-class Constant:
-    def validate(self, args):
-        return ""
-
-    def is_aggregate(self):
-        return False
-
-    def exec(self, args):
-        return CONSTANT_RESULT
-
-
 if __name__ == "__main__":
-    PluginRuntime("bench_transport", {"labelImage": Constant}).run()
+    PluginRuntime("bench_transport", {"labelImage": lambda: Constant(CONSTANT_RESULT)}).run()
