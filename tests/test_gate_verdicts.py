@@ -111,6 +111,12 @@ def test_an_answer_is_reused_once_the_model_gave_it_twice_with_a_lead():
     # Two runs that agree, but each a near tie (lead under confirm_lead): not confirmed.
     gate = Gate(1.0)
     assert [step(gate, a, 0.01)[1] for _ in range(6)] == [False] * 6
+    # Nor at leads under the default confirm_lead of 0.1 (the gate study's choice);
+    # at 0.12 they are.
+    gate = Gate(1.0)
+    assert [step(gate, a, 0.08)[1] for _ in range(6)] == [False] * 6
+    gate = Gate(1.0)
+    assert [step(gate, a, 0.12)[1] for _ in range(3)] == [False, False, True]
 
 
 def test_a_slow_pan_is_answered_only_from_a_view_a_few_pixels_back(images):
