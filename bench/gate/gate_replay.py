@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--all", action="store_true", help="print every frame, not only the misses")
     ap.add_argument("--crop-mode", help="another crop than the config's default (e.g. stretch, the default until #23)")
     ap.add_argument("--crop-fraction", type=float)
+    ap.add_argument("--confirm-lead", type=float, default=DEFAULT_CONFIRM_LEAD)
     args = ap.parse_args(argv)
 
     assets = benchlib.ensure_assets()
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     jpegs = gate_sequences.all_frames(item["spec"], assets["samples"], item["seed"])
     obs = gate_study.observe(clf, jpegs)
     clf.close()
-    r = gate_study.replay(jpegs, obs, DEFAULT_THRESHOLD, MIN_CELLS, DEFAULT_CONFIRM_LEAD)
+    r = gate_study.replay(jpegs, obs, DEFAULT_THRESHOLD, MIN_CELLS, args.confirm_lead)
     sigs = [jpeg_signature(d, b) for d, b in zip(jpegs, obs["boxes"])]
     print(f"{args.part} / {args.kind}: {len(jpegs)} frames, reused {r['gate_share']:.1%}, "
           f"strict agreement {r['top1_agreement_strict']:.2%}")
