@@ -217,12 +217,16 @@ class Classifier:
         """Stages 3-4 for the gate: fill the input tensor, let ``peek`` answer from it
         if it can, else run; a copy of the raw scores (the next run overwrites them)."""
         with self._lock:
+            if peek is None:
+                # No signature wanted from the tensor (a JPEG's came from its DC walk):
+                # each view is filled where it runs (filling the region around every
+                # view first cost a frame of several views a whole resize for nothing).
+                return np.array(self.infer(frame, crop), copy=True)
             tensor = self.model.input_slot(0)
             self.fill(frame, tensor, crop)
-            if peek is not None:
-                reused = peek(tensor)
-                if reused is not None:
-                    return reused
+            reused = peek(tensor)
+            if reused is not None:
+                return reused
             # The tensor holds the region around every view: one view runs as it is,
             # several are filled again each into its own batch row.
             return np.array(self.infer(frame, crop, filled=True), copy=True)
