@@ -82,12 +82,32 @@ def small_frames(images: Dict[str, bytes], folder: Path, n: int = 4) -> List[Pat
     return paths
 
 
+def _under_tmp(path: Path) -> bool:
+    return str(path) == "/tmp" or str(path).startswith("/tmp/")
+
+
 def outside_tmp(tmp_path_factory) -> Path:
     """The fleet's folders: never under /tmp, which each node's bind mount hides."""
     base = tmp_path_factory.mktemp("fleet").resolve()
-    if str(base) == "/tmp" or str(base).startswith("/tmp/"):
+    if _under_tmp(base):
         base = Path(tempfile.mkdtemp(prefix="pyai-fleet-", dir="/var/tmp"))
     return base
+
+
+def visible_to_nodes(path: Path, root: Path) -> Path:
+    """``path``, or a copy of it in ``root`` when it lies under /tmp (a kuiperd cached
+    in a home under /tmp): a node started from there would not find it."""
+    path = path.resolve()
+    if not _under_tmp(path):
+        return path
+    copy = root / "outside-tmp" / path.name
+    if not copy.exists():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            shutil.copytree(path, copy)
+        else:
+            shutil.copy2(path, copy)
+    return copy
 
 
 class Fleet:
@@ -162,8 +182,8 @@ def fleet(tmp_path_factory, plugin_zip: Path, models_dir: Path) -> Iterator[Flee
     why = private_tmp_error() if shutil.which("unshare") else "unshare is not installed"
     if why:
         pytest.skip(f"no private /tmp per node here (needs root: unshare --mount): {why}")
-    binary, etc = kuiperd_for(VERSION)
     root = outside_tmp(tmp_path_factory)
+    binary, etc = (visible_to_nodes(p, root) for p in kuiperd_for(VERSION))
     broker = Mosquitto(root / "mosquitto", extra_conf=BROKER_CONF + BROKER_TEST_CONF).start()
     # One venv as every node's portable.pythonBin (the first install fills it, the
     # others find it done); the zip is still installed on every node through REST.
