@@ -187,7 +187,7 @@ class Bench:
         rule_id = f"{name}_{tag}"
         self.host.create_rule(rule_id, kind.sql, options)
         # pyai's own account of the serial call cycle while the cameras publish.
-        probe = ekuiper_calls.CallProbe(self.host, tag) if kind.plugin == "pyai" else None
+        probe = ekuiper_calls.StatsProbe(self.host, tag) if kind.plugin == "pyai" else None
         symbol = "labelImages" if kind.window > 1 else "labelImage"
         snap0 = snap1 = None
         try:

@@ -1,4 +1,4 @@
-"""pyai's side of the serial call cycle during one load of ``ekuiper_bench.py``.
+"""``pyaiStats()`` read while a load runs, and pyai's side of the serial call cycle.
 
 eKuiper sends a function one request at a time, so a saturated ``labelImage`` rule
 runs a cycle: pyai's call, then the host's time from pyai's reply to its next
@@ -30,12 +30,13 @@ FIRST_ANSWER_S = 30.0  # the rule's source subscribes a moment after the rule st
 ANSWER_S = 10.0
 
 
-class CallProbe:
-    """A ``pyaiStats()`` rule on the probe's own stream, for one load."""
+class StatsProbe:
+    """A ``pyaiStats()`` rule on the probe's own stream: asked as often as needed while
+    it lives (the call cycle of a load), or once (ekuiper_gate's counts)."""
 
     def __init__(self, host: Host, tag: str):
         self.host = host
-        self.rule_id = f"pyai_calls_{tag}"
+        self.rule_id = f"pyai_stats_{tag}"
         self.topic = f"{RESULT_PREFIX}/{self.rule_id}"
         try:
             host.rest.create_stream(STREAM_SQL)

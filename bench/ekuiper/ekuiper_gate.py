@@ -28,16 +28,12 @@ of the bench's single file). Off, the answer has no ``gate``: that is checked to
 from __future__ import annotations
 
 import dataclasses
-import logging
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from bench.gate import gate_sequences
-from bench.ekuiper.ekuiper_host import RESULT_PREFIX, RULES, STREAM, Host
-from tests.ekuiper.harness import MqttCollector
-
-log = logging.getLogger("pyai.bench.ekuiper")
+from bench.ekuiper import ekuiper_calls
+from bench.ekuiper.ekuiper_host import RULES, Host
 
 GATE_KEY = "fixed_camera"
 GATE_ENV = "PYAI_SKIP_UNCHANGED"
@@ -50,8 +46,6 @@ SEED = 3
 # the gate (~220/s on 2 cores); with it, more than twice that.
 PROBE_FPS = 320.0
 PROBES = 3
-STATS_SQL = f"SELECT pyaiStats() AS stats FROM {STREAM}"
-STATS_TIMEOUT_S = 30.0
 COUNTS = ("checked", "reused", "run")
 
 
@@ -76,27 +70,12 @@ def settings(frames: Dict[str, Any]) -> Dict[str, Any]:
 
 def pyai_stats(host: Host, tag: str) -> Optional[Dict[str, Any]]:
     """``pyaiStats()`` of the running plugin process through a rule of its own, which
-    one message on the stream sets off (no load's rule runs now); None if no answer."""
-    rule_id = f"pyai_stats_{tag}"
-    topic = f"{RESULT_PREFIX}/{rule_id}"
-    mqtt = MqttCollector(host.broker.port)
+    no load's frame reaches (ekuiper_calls.StatsProbe); None if no answer."""
+    probe = ekuiper_calls.StatsProbe(host, tag)
     try:
-        mqtt.subscribe(topic)
-        host.create_rule(rule_id, STATS_SQL)
-        try:
-            deadline = time.monotonic() + STATS_TIMEOUT_S
-            # The rule's source subscribes a moment after the rule starts: send until it answers.
-            while time.monotonic() < deadline:
-                mqtt.publish(f"{STREAM}/{tag}", b"stats")
-                got = mqtt.get_json(topic, 1.0)
-                if isinstance(got, dict) and isinstance(got.get("stats"), dict):
-                    return got["stats"]
-        finally:
-            host.rest.delete_rule(rule_id)
+        return probe.snapshot()
     finally:
-        mqtt.close()
-    log.warning("pyaiStats() gave no answer within %.0f s", STATS_TIMEOUT_S)
-    return None
+        probe.close()
 
 
 def site_counts(stats: Optional[Dict[str, Any]], rule_id: str) -> Optional[Dict[str, int]]:

@@ -17,7 +17,6 @@ Prints and saves each way's mean / p50 / p90 ms a call.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import time
@@ -80,9 +79,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     clf.close()
 
     def summary(xs: List[float]) -> Dict[str, float]:
-        s = sorted(xs)
-        return {"mean_ms": round(statistics.mean(s) * 1e3, 3), "p50_ms": round(statistics.median(s) * 1e3, 3),
-                "p90_ms": round(s[int(0.9 * len(s))] * 1e3, 3)}
+        ms = benchlib.summarize(xs)
+        return {f"{k}_ms": round(ms[k], 3) for k in ("mean", "p50", "p90")}
 
     res = {"created": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), "machine": benchlib.machine_info(),
            "frames": len(frames), "rounds": args.rounds, "calls": args.calls,
