@@ -127,13 +127,16 @@ def session(env: benchlib.PluginEnv, spec: benchlib.PluginSpec, gate: bool, work
                 benchlib.call(host, p)
             out[res] = {}
             for name, reqs in seqs.items():
-                secs, top1, near = [], [], []
+                secs, top1, top2, leads, near = [], [], [], [], []
                 for p in reqs:
                     result, dt = benchlib.call(host, p)
                     secs.append(dt)
+                    # As gate_study.observe records full inference, for gate_study.agrees.
                     top1.append(result[0]["label"])
+                    top2.append(result[1]["label"] if len(result) > 1 else None)
+                    leads.append(result[0]["confidence"] - (result[1]["confidence"] if len(result) > 1 else 0.0))
                     near.append([r["label"] for r in result if r["confidence"] > result[0]["confidence"] - NEAR_TIE])
-                out[res][name] = {"seconds": secs, "top1": top1, "near": near}
+                out[res][name] = {"seconds": secs, "top1": top1, "top2": top2, "leads": leads, "near": near}
                 # The next sequence must not start on this one's reference frame.
                 benchlib.call(host, warm[0])
         return out
@@ -249,14 +252,14 @@ def kinds_report(runs: Dict[str, List[dict]], res: str, rounds: int, seq: str) -
     speedups = sorted(seconds("off", i) / seconds("on", i) for i in range(rounds))
     off = runs["off"][0][res][seq]
     on_answers = [run[res][seq]["top1"] for run in runs["on"]]
+    from bench.gate.gate_study import agrees
+
     kinds = {}
     for kind, lo, n in KIND_SEGMENTS[seq]:
         ratios = sorted(seconds("off", i, lo, n) / seconds("on", i, lo, n) for i in range(rounds))
-        agree = min(sum(ans[j] == off["top1"][j] or ans[j] in off["near"][j] for j in range(lo, lo + n)) / n
-                    for ans in on_answers)
+        agree = min(sum(agrees(off, j, ans[j]) for j in range(lo, lo + n)) / n for ans in on_answers)
         # Strict (the target's): the gate-off top-1, or its second when that led by < NEAR_TIE.
-        strict = min(sum(ans[j] == off["top1"][j] or (len(off["near"][j]) > 1 and ans[j] == off["near"][j][1])
-                         for j in range(lo, lo + n)) / n for ans in on_answers)
+        strict = min(sum(agrees(off, j, ans[j], strict=True) for j in range(lo, lo + n)) / n for ans in on_answers)
         kinds[kind] = {"frames": n, "speedup": ratios[len(ratios) // 2], "top1_agreement": agree,
                        "top1_agreement_strict": strict}
     return {"frames": total, "speedup": speedups[len(speedups) // 2],
