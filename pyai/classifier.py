@@ -75,11 +75,12 @@ class Classifier:
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
         # The unchanged-frame gate (skip_unchanged); None keeps today's path untouched.
-        self.gate = Gate(cfg.skip_unchanged, cfg.skip_unchanged_margin) if cfg.skip_unchanged > 0 else None
+        self.gate = (Gate(cfg.skip_unchanged, cfg.skip_unchanged_margin, check_every=cfg.skip_unchanged_check_every)
+                     if cfg.skip_unchanged > 0 else None)
         self.gatekeeper = None if self.gate is None else Gatekeeper(
             self.gate, walk_threads=max(1, cfg.jpeg_decode_threads),
             signature_scale=(cfg.std or 1.0) if self.model.input.dtype == np.float32 else 1.0,
-            margin_scale=1.0 if self.model.output_dtype == np.float32 else self.model.output_scale)
+            rank=self.rank)
         # crop_mode=squares: the batch-rewritten model its squares run on, made on first use.
         self._views_model: Any = None
         # ... or, with several interpreter threads, one one-thread interpreter per core,
@@ -168,6 +169,15 @@ class Classifier:
             self.config.top_k if k is None else k,
             self.config.min_confidence if min_confidence is None else min_confidence,
         )
+
+    def rank(self, raw: np.ndarray) -> Tuple[int, int, float]:
+        """One row of raw scores -> (top-1 class, runner-up, the top-1's lead in
+        confidence), in ``results``' order (ties: the lower index first)."""
+        conf = self.card.scores.confidences(raw.reshape(-1))
+        if conf.size < 2:
+            return 0, -1, float("inf")
+        order = np.argsort(-conf, kind="stable")[:2]
+        return int(order[0]), int(order[1]), float(conf[order[0]] - conf[order[1]])
 
     # -- one frame ----------------------------------------------------------------
 

@@ -123,6 +123,10 @@ class Config:
         swaps them (pyai/plugin/model_watch.py). 0 = never (a change then needs a restart).
     skip_unchanged_margin: the gate reuses an answer only if its top-1 score led the
         second by at least this much; 0 (default) = any answer.
+    skip_unchanged_check_every: the model runs again on a still scene after this many
+        reused answers and must agree with the reused one for reuse to go on: the
+        most frames a reused answer goes unchecked (32, about a second at 30 fps);
+        0 = never checked.
     malloc_mmap_threshold_kb: the plugin process fixes glibc's mmap threshold at this
         many KiB when it starts, so a frame's large buffers are mmaps returned on free
         and its RSS does not drift with the order of large and hostile inputs
@@ -160,6 +164,7 @@ class Config:
     hang_timeout_s: float = 3.5
     skip_unchanged: float = 0.0
     skip_unchanged_margin: float = 0.0
+    skip_unchanged_check_every: int = 32
     reload_check_s: float = 0.25
     malloc_mmap_threshold_kb: int = 128
 
@@ -205,6 +210,8 @@ class Config:
             raise ModelError("config malloc_mmap_threshold_kb must be >= 0 (0 = glibc's dynamic default)")
         if not 0 <= self.skip_unchanged_margin <= 1:
             raise ModelError("config skip_unchanged_margin must be between 0 and 1")
+        if self.skip_unchanged_check_every < 0:
+            raise ModelError("config skip_unchanged_check_every must be >= 0 (0 = never)")
 
     @property
     def interpreter_threads(self) -> int:

@@ -23,13 +23,16 @@ are decoded and stops there on a yes, so a cut to another scene costs two cell
 rows of the walk. The verdict depends on the frame and the site's reference only:
 not on how the walk was split over the cores, nor on the run.
 
-Any answer may be reused, whatever the model thought of the frame: a still scene
-is still, and the model's answer to it does not change with it, sure or not. Once
-it has been given twice: after a change the model runs on the first two frames of
-the new scene, and its answer is reused only when both have the same top-1, each
-leading its second by at least ``confirm_lead`` (where the model's answer to a
-still scene is noise, as on a dark view, none is reused). ``min_margin`` > 0
-reuses only answers whose top-1 led the second by that much.
+An answer is reused only while the model agrees with it: a still scene is
+still, but the model's answer to it is not always (from one noisy shot to the
+next it may flicker between near-tied classes, or, on a dark view, be noise).
+After a change the model runs on the first frames of the new scene: the first
+one's answer is reused once ``confirm_runs`` (2) more runs agree with it
+(:func:`answers_agree`: each leading by at least ``confirm_lead``, 0.1, with the
+same top-1). Then every ``check_every`` (32) reused frames the model runs again
+on the still scene and must agree again; else that frame's answer starts over as
+the one to confirm, and the site backs off. ``min_margin`` > 0 reuses only
+answers whose top-1 led the second by that much.
 
 A frame costs the walk only when an answer could come of it. After a changed
 frame the site has no reference (a stopped walk gives no whole signature); the
@@ -72,13 +75,24 @@ DEFAULT_THRESHOLD = 8.0
 MIN_CELLS = 3
 # Reuse any answer (the least lead of its top-1 over the second: none).
 DEFAULT_MIN_MARGIN = 0.0
-# An answer is confirmed (and reused from then on) when the model gave the same
-# top-1 on two frames of the unchanged scene, each leading its second by at least
-# this (confidence units): where the model's answer to a still scene is noise, its
-# runs rarely agree like that (the gate study; 0.05 until the default crop became
-# the centre square and the whole frame, #23: then a tuning night scene's runs
-# agreed at leads under 0.1 and the gate kept answers the model no longer gave).
+# A near tie, in confidence units: a top-1 leading its runner-up by less than this
+# may take the runner-up's place from one shot of a still scene to the next, so
+# an answer whose top-1 is that runner-up still agrees (the gate study's
+# definition of agreement with the gate off).
+NEAR_TIE = 0.1
+# Two answers agree only when both lead by at least this (confidence units), and
+# the answer is reused once CONFIRM_RUNS runs on the unchanged scene have agreed
+# with it: the gate study's choice on every part it has looked at (#19: with one
+# run, the third held-out part's night and flicker scenes kept 98.75%; near ties
+# confirmed by a lower lead kept 86.7-98.75% on the held-out parts' night,
+# flicker and pan).
 DEFAULT_CONFIRM_LEAD = 0.1
+DEFAULT_CONFIRM_RUNS = 2
+# Reused answers between two runs of the model that check them on a still scene
+# (0: never): a bound on how stale a reused answer can be (about a second at 30
+# fps), as MAX_BACKOFF bounds how long a settled scene waits to be reused. Not
+# tuned; it costs a still scene one model run in 33 frames.
+DEFAULT_CHECK_EVERY = 32
 # Cell rows the first verdict is taken on (the walker's early stop).
 STOP_ROWS = 2
 # A reference flatter than this (variance of its cells, grey levels squared)
@@ -206,14 +220,29 @@ def changed_cells(sig: np.ndarray, ref: np.ndarray, threshold: float) -> int:
 MAX_BACKOFF = 31
 
 
+def answers_agree(ref_top1: int, ref_lead: float, top1: int, second: int, lead: float,
+                  confirm_lead: float = DEFAULT_CONFIRM_LEAD, near_tie: float = NEAR_TIE) -> bool:
+    """Whether an answer whose top-1 is ``ref_top1`` (leading by ``ref_lead``) may
+    stand for the model's answer to a frame of the same scene (``top1`` leading
+    ``second`` by ``lead``): both lead by at least ``confirm_lead``, and the two
+    have the same top-1 or the frame's is a near tie (``lead`` < ``near_tie``)
+    whose runner-up is the answer's top-1 (at ``confirm_lead`` >= ``near_tie``,
+    the default, only the same top-1)."""
+    if min(ref_lead, lead) < confirm_lead:
+        return False
+    return ref_top1 == top1 or (lead < near_tie and ref_top1 == second)
+
+
 @dataclass
 class _Site:
     kind: str = ""  # which signature: "jpeg" (DC cells) or "tensor"
-    signature: Optional[np.ndarray] = None  # of the last frame run, when reusable
+    signature: Optional[np.ndarray] = None  # of the reference frame (the answer's), when reusable
     scores: Optional[np.ndarray] = None  # the model's raw output row for that frame
-    confirmed: bool = False  # the model gave that top-1 twice running on the scene
+    confirmed: bool = False  # the model's last run on the still scene agreed with it
     top1: int = -1  # that frame's top-1 class and its lead over the second
     lead: float = 0.0
+    since_run: int = 0  # answers reused since the model last ran on the scene
+    agreed: int = 0  # runs on the still scene that agreed with the answer, since it was taken
     skip: int = 0  # frames left to send to the model without a walk
     backoff: int = 0  # the next skip after a changed frame
     checked: int = 0
@@ -258,15 +287,22 @@ class Gate:
     """
 
     def __init__(self, threshold: float, min_margin: float = DEFAULT_MIN_MARGIN, max_sites: int = MAX_SITES,
-                 min_cells: int = MIN_CELLS, confirm_lead: float = DEFAULT_CONFIRM_LEAD):
+                 min_cells: int = MIN_CELLS, confirm_lead: float = DEFAULT_CONFIRM_LEAD,
+                 check_every: int = DEFAULT_CHECK_EVERY, confirm_runs: int = DEFAULT_CONFIRM_RUNS):
         if threshold <= 0:
             raise ValueError("the gate's threshold must be > 0")
         if min_cells < 1:
             raise ValueError("the gate's min_cells must be >= 1")
+        if check_every < 0:
+            raise ValueError("the gate's check_every must be >= 0 (0 = never)")
+        if confirm_runs < 1:
+            raise ValueError("the gate's confirm_runs must be >= 1")
         self.threshold = threshold
         self.min_cells = min_cells
         self.min_margin = min_margin
         self.confirm_lead = confirm_lead
+        self.check_every = check_every
+        self.confirm_runs = confirm_runs
         self.max_sites = max_sites
         self._sites: "OrderedDict[str, _Site]" = OrderedDict()
         self._lock = threading.Lock()
@@ -311,8 +347,10 @@ class Gate:
                 state.skip -= 1
                 return Plan(site, kind, walk=False)
             if state.signature is not None and state.kind == kind:
+                # Due a check: the model runs on this frame even if it has not changed.
+                due = 0 < self.check_every <= state.since_run
                 return Plan(site, kind, walk=True, ref=state.signature, scores=state.scores,
-                            confirmed=state.confirmed)
+                            confirmed=state.confirmed and not due)
             return Plan(site, kind, walk=True)
 
     def decide(self, plan: Plan, sig: Optional[np.ndarray]) -> Optional[np.ndarray]:
@@ -331,6 +369,7 @@ class Gate:
                 state.checked += 1
                 if reuse:
                     state.reused += 1
+                    state.since_run += 1
                     state.backoff = 0
         return plan.scores if reuse else None
 
@@ -343,17 +382,19 @@ class Gate:
             return plan, None
         return plan, self.decide(plan, scan(self.stopper(plan.ref)))
 
-    def store(self, plan: Plan, scores: np.ndarray, margin: float, top1: Optional[int] = None) -> None:
+    def store(self, plan: Plan, scores: np.ndarray, margin: float, top1: Optional[int] = None,
+              second: Optional[int] = None) -> None:
         """Remember the frame the model just ran on (``scores`` is copied), with the
-        lead of its top-1 score over the second (``margin``, in confidence units)
-        and its top-1 class (default: the highest score's index).
+        lead of its top-1 score over the second (``margin``, in confidence units),
+        its top-1 class and the runner-up (default: from ``scores``' order).
 
-        A frame that had not changed from an unconfirmed reference confirms it when
-        the model gave both the same top-1, each leading by at least
-        ``confirm_lead``: its answers are reused from then on.
-        Where the model's top-1 changes from one shot of a still scene to the next
-        (a dark or featureless view, its answer noise), no answer is confirmed and
-        the site backs off as after a changed frame."""
+        A frame that had not changed from the reference, whose answer agrees with
+        the reference's (:func:`answers_agree`), counts towards confirming it
+        (``confirm_runs``) or, confirmed, passes the check: the reference and its
+        answer stay, reused until the next check (``check_every``) or change.
+        Otherwise this frame becomes the reference, its answer unconfirmed, and
+        where the model disagreed with itself on a still scene (a dark or
+        featureless view, its answer noise) the site backs off as after a change."""
         reusable = plan.signature is not None and margin >= self.min_margin
         with self._lock:
             self.totals.run += 1
@@ -371,15 +412,26 @@ class Gate:
                 return  # a frame sent straight to the model: the reference stays
             if created:
                 state.checked += 1  # its first frame, walked before the site existed
-            top = int(np.argmax(scores)) if top1 is None else top1
-            stable = (plan.same and state.top1 == top and min(state.lead, margin) >= self.confirm_lead)
-            state.top1, state.lead = top, margin
+            if top1 is None or second is None:
+                best, runner_up = _top2(scores)
+                top1 = best if top1 is None else top1
+                second = runner_up if second is None else second
+            agreed = (plan.same and plan.ref is not None and state.signature is plan.ref and reusable
+                      and answers_agree(state.top1, state.lead, top1, second, margin, self.confirm_lead))
+            state.since_run = 0
+            if agreed:
+                state.agreed += 1
+                state.confirmed = state.confirmed or state.agreed >= self.confirm_runs
+                return
+            state.top1, state.lead = top1, margin
             state.kind = plan.kind
             state.signature = plan.signature if reusable else None
             state.scores = scores.copy() if reusable else None
-            state.confirmed = reusable and stable
-            if (plan.ref is not None and not stable) or not reusable:
-                # Changed, not confirmed (or not sure enough to reuse): back off while it lasts.
+            state.confirmed = False
+            state.agreed = 0
+            if plan.ref is not None or not reusable:
+                # Changed, or the model disagreed with itself on the still scene (or
+                # not sure enough to reuse): back off while it lasts.
                 state.skip = state.backoff
                 state.backoff = min(2 * state.backoff + 1, MAX_BACKOFF)
 
@@ -397,6 +449,8 @@ class Gate:
                 "min_cells": self.min_cells,
                 "min_margin": self.min_margin,
                 "confirm_lead": self.confirm_lead,
+                "confirm_runs": self.confirm_runs,
+                "check_every": self.check_every,
                 "checked": self.totals.checked,
                 "reused": self.totals.reused,
                 "run": self.totals.run,
@@ -413,6 +467,15 @@ def margin(scores: np.ndarray, scale: float = 1.0) -> float:
         return float("inf")
     two = np.partition(flat, flat.size - 2)[-2:]
     return (float(two[1]) - float(two[0])) * scale
+
+
+def _top2(scores: np.ndarray) -> Tuple[int, int]:
+    """The best and second-best indices of a row (ties: the lower index first)."""
+    flat = scores.reshape(-1)
+    if flat.size < 2:
+        return 0, -1
+    order = np.argsort(-flat.astype(np.float64), kind="stable")
+    return int(order[0]), int(order[1])
 
 
 def site_name(key: str) -> str:

@@ -14,25 +14,28 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-from .gate import Gate, Plan, jpeg_signature, margin, signature
+from .gate import Gate, Plan, jpeg_signature, signature
 
 # Looks at the filled input tensor before the invoke: the reused scores, or None.
 Peek = Callable[[np.ndarray], Optional[np.ndarray]]
 # Fills the input tensor from a decoded frame, calls the peek (when given) and,
 # unless it answered, runs the model: a row of raw scores the caller may keep.
 Infer = Callable[[np.ndarray, Optional[Peek]], np.ndarray]
+# A row of raw scores -> its top-1 class, the runner-up, and how far the top-1's
+# confidence leads the runner-up's (in confidence units, as answers are given).
+Rank = Callable[[np.ndarray], Tuple[int, int, float]]
 
 
 class Gatekeeper:
     """The classifier's one door to the gate (``skip_unchanged`` on)."""
 
-    def __init__(self, gate: Gate, walk_threads: int, signature_scale: float, margin_scale: float):
+    def __init__(self, gate: Gate, walk_threads: int, signature_scale: float, rank: Rank):
         self.gate = gate
         # The DC walk runs instead of the split decoder, on the same cores.
         self.walk_threads = walk_threads
-        # Signatures in grey levels whatever the input type; margins in confidence units.
+        # Signatures in grey levels whatever the input type.
         self.signature_scale = signature_scale
-        self.margin_scale = margin_scale
+        self.rank = rank
 
     def scores(self, site: str, data: bytes | memoryview, kind: str, box: Tuple[int, int, int, int],
                decode: Callable[[], np.ndarray], infer: Infer) -> np.ndarray:
@@ -82,5 +85,6 @@ class Gatekeeper:
         return self.gate.decide(plan, sig)
 
     def _store(self, plan: Plan, raw: np.ndarray) -> np.ndarray:
-        self.gate.store(plan, raw, margin(raw, self.margin_scale))
+        top1, second, lead = self.rank(raw)
+        self.gate.store(plan, raw, lead, top1, second)
         return raw

@@ -15,7 +15,7 @@ import simplejpeg
 from pyai import BadInput, Classifier, load_config
 from pyai import gatekeeper as gatekeeper_module
 from pyai.config import Config
-from pyai.gate import DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, Gate, changed_cells, margin, signature, site_name
+from pyai.gate import DEFAULT_CHECK_EVERY, DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, Gate, changed_cells, margin, signature, site_name
 
 from .conftest import DEFAULT_MODEL, EXPECTED_TOP1
 
@@ -34,7 +34,7 @@ def camera_shot(jpeg: bytes, seed: int, noise: float = 2.0, gain: float = 1.0, q
 def shots(images: Dict[str, bytes]) -> Dict[str, list]:
     return {
         "cat": [camera_shot(images["cat_720p.jpg"], s) for s in range(4)],
-        "hotdog": [camera_shot(images["hot_dog.jpg"], s) for s in range(2)],
+        "hotdog": [camera_shot(images["hot_dog.jpg"], s) for s in range(3)],
     }
 
 
@@ -71,22 +71,25 @@ def test_off_by_default_and_off_never_takes_a_signature(classifier, shots, monke
 def test_same_frame_is_reused_once_the_model_confirmed_it(gated, classifier, shots):
     site = "twice"
     a = gated.label(shots["cat"][0], site=site)
-    b = gated.label(shots["cat"][0], site=site)  # unchanged: run again to confirm the answer
-    assert _counts(gated, site) == (2, 0, 2)
+    # Unchanged: run twice more to confirm the answer (confirm_runs).
+    b = [gated.label(shots["cat"][0], site=site) for _ in range(2)]
+    assert _counts(gated, site) == (3, 0, 3)
     c = gated.label(shots["cat"][0], site=site)
-    assert a == b == c == classifier.label(shots["cat"][0])
-    assert _counts(gated, site) == (3, 1, 2)
+    assert [a] + b + [c] == [classifier.label(shots["cat"][0])] * 4
+    assert _counts(gated, site) == (4, 1, 3)
 
 
 def test_a_new_shot_of_the_same_scene_is_reused(gated, classifier, shots):
     site = "noise"
-    gated.label(shots["cat"][0], site=site)
-    confirmed = gated.label(shots["cat"][1], site=site)
-    for shot in shots["cat"][2:]:
-        # The answer is the last run frame's, and here also what the model says of this one.
-        assert gated.label(shot, site=site) == confirmed
-        assert classifier.label(shot)[0]["label"] == confirmed[0]["label"]
-    assert _counts(gated, site) == (4, 2, 2)
+    reference = gated.label(shots["cat"][0], site=site)
+    for shot in shots["cat"][1:3]:
+        assert gated.label(shot, site=site) == classifier.label(shot)  # run, confirming: its own answer
+    for shot in shots["cat"][3:] + shots["cat"][:2]:
+        # The answer is the reference frame's (the one the second run agreed with),
+        # and here also what the model says of this one.
+        assert gated.label(shot, site=site) == reference
+        assert classifier.label(shot)[0]["label"] == reference[0]["label"]
+    assert _counts(gated, site) == (6, 3, 3)
 
 
 def test_a_changed_scene_runs_the_model_and_the_next_frame_becomes_the_reference(gated, classifier, shots):
@@ -99,10 +102,11 @@ def test_a_changed_scene_runs_the_model_and_the_next_frame_becomes_the_reference
     assert hotdog[0]["label"] == EXPECTED_TOP1["hot_dog.jpg"]
     second = gated.label(shots["hotdog"][1], site=site)
     assert second == classifier.label(shots["hotdog"][1])
-    # The next shot confirms it; from then on it is reused.
-    third = gated.label(shots["hotdog"][0], site=site)
-    assert gated.label(shots["hotdog"][1], site=site) == third == classifier.label(shots["hotdog"][0])
-    assert _counts(gated, site) == (5, 1, 4)
+    # The next two shots confirm it; from then on it (the reference's answer) is reused.
+    for shot in (shots["hotdog"][0], shots["hotdog"][2]):
+        assert gated.label(shot, site=site) == classifier.label(shot)
+    assert gated.label(shots["hotdog"][0], site=site) == second
+    assert _counts(gated, site) == (6, 1, 5)
 
 
 def test_a_busy_site_backs_off_and_a_still_one_is_answered_again(gated, classifier, shots):
@@ -116,9 +120,10 @@ def test_a_busy_site_backs_off_and_a_still_one_is_answered_again(gated, classifi
     assert gated.label(cat[2], site=site) == classifier.label(cat[2])
     assert _counts(gated, site) == (4, 0, 5)  # run without a walk
     gated.label(cat[3], site=site)  # walked whole, run: the reference
-    gated.label(cat[0], site=site)  # walked whole, run: confirms it
-    assert gated.label(cat[1], site=site) == classifier.label(cat[0])  # reused
-    assert _counts(gated, site) == (7, 1, 7)
+    gated.label(cat[0], site=site)  # walked whole, run: agrees
+    gated.label(cat[2], site=site)  # walked whole, run: agrees again, confirmed
+    assert gated.label(cat[1], site=site) == classifier.label(cat[3])  # the reference's, reused
+    assert _counts(gated, site) == (8, 1, 8)
 
 
 def test_call_sites_never_share(gated, shots):
@@ -126,10 +131,10 @@ def test_call_sites_never_share(gated, shots):
     gated.label(shots["cat"][0], site="cam-b")
     assert _counts(gated, "cam-a") == (1, 0, 1)
     assert _counts(gated, "cam-b") == (1, 0, 1)
-    gated.label(shots["cat"][1], site="cam-b")
-    gated.label(shots["cat"][2], site="cam-b")
+    for shot in shots["cat"][1:4]:
+        gated.label(shot, site="cam-b")
     assert _counts(gated, "cam-a") == (1, 0, 1)
-    assert _counts(gated, "cam-b") == (3, 1, 2)
+    assert _counts(gated, "cam-b") == (4, 1, 3)
 
 
 def test_reused_answer_honours_top_k_and_min_confidence_of_its_own_call(gated, classifier, shots):
@@ -139,7 +144,7 @@ def test_reused_answer_honours_top_k_and_min_confidence_of_its_own_call(gated, c
         got = gated.label(shots["cat"][0], site=site, top_k=k, min_confidence=min_conf)
         assert got == classifier.label(shots["cat"][0], top_k=k, min_confidence=min_conf)
     assert len(gated.label(shots["cat"][0], site=site, top_k=10)) == 10
-    assert _counts(gated, site) == (6, 4, 2)
+    assert _counts(gated, site) == (6, 3, 3)
 
 
 def test_a_frame_that_fails_to_decode_is_an_error_never_a_reused_answer(gated, shots):
@@ -168,23 +173,24 @@ def test_a_frame_that_fails_to_decode_is_an_error_never_a_reused_answer(gated, s
 def test_an_unsure_answer_is_not_reused(models_dir, labels_path, shots):
     # The cat's top-1 leads by about 0.7: with a margin above that it is never reused.
     with _make(models_dir, labels_path, skip_unchanged=DEFAULT_THRESHOLD, skip_unchanged_margin=0.99) as clf:
-        clf.label(shots["cat"][0])
-        clf.label(shots["cat"][0])
-        assert _counts(clf, "api") == (2, 0, 2)
-    with _make(models_dir, labels_path, skip_unchanged=DEFAULT_THRESHOLD, skip_unchanged_margin=0.0) as clf:
-        for _ in range(3):
+        for _ in range(4):
             clf.label(shots["cat"][0])
-        assert _counts(clf, "api") == (3, 1, 2)
+        # All run; the third straight to the model (no answer to reuse: the site backs off).
+        assert _counts(clf, "api") == (3, 0, 4)
+    with _make(models_dir, labels_path, skip_unchanged=DEFAULT_THRESHOLD, skip_unchanged_margin=0.0) as clf:
+        for _ in range(4):
+            clf.label(shots["cat"][0])
+        assert _counts(clf, "api") == (4, 1, 3)
 
 
 def test_label_many_goes_through_the_gate_in_order(gated, classifier, shots):
     cat, hotdog = shots["cat"], shots["hotdog"]
-    window = [cat[0], cat[1], cat[2], hotdog[0], hotdog[1], cat[3]]
+    window = [cat[0], cat[1], cat[2], cat[3], hotdog[0], hotdog[1], cat[3]]
     got = gated.label_many(window, site="window")
     assert [r[0]["label"] for r in got] == [classifier.label(w)[0]["label"] for w in window]
-    # cat0 run, cat1 run (confirms), cat2 reused, hotdog0 a cut (run), hotdog1 the
-    # new reference (run), cat3 a cut (run).
-    assert _counts(gated, "window") == (6, 1, 5)
+    # cat0 run, cat1 and cat2 run (confirm), cat3 reused, hotdog0 a cut (run),
+    # hotdog1 the new reference (run), cat3 a cut (run).
+    assert _counts(gated, "window") == (7, 1, 6)
 
 
 def test_sites_are_bounded_least_recently_used_first_out():
@@ -200,7 +206,7 @@ def test_sites_are_bounded_least_recently_used_first_out():
 
     for site in ("a", "b"):
         assert frame(site) is None
-    assert frame("a") is None  # confirms a's answer
+    assert frame("a") is None and frame("a") is None  # confirm a's answer
     assert frame("a") is not None  # a is now the most recent
     frame("c")
     assert set(gate.stats()["sites"]) == {"a", "c"} and gate.stats()["sites_evicted"] == 1
@@ -289,9 +295,12 @@ def test_config_switches_and_validation():
     assert load_config(env={"PYAI_SKIP_UNCHANGED": "4"}).skip_unchanged == 4.0
     assert Config(skip_unchanged=True).skip_unchanged == DEFAULT_THRESHOLD
     assert Config().skip_unchanged_margin == DEFAULT_MIN_MARGIN
+    assert Config().skip_unchanged_check_every == DEFAULT_CHECK_EVERY
+    assert load_config(env={"PYAI_SKIP_UNCHANGED_CHECK_EVERY": "0"}).skip_unchanged_check_every == 0
     from pyai.errors import ModelError
 
-    for bad in ({"skip_unchanged": -1}, {"skip_unchanged": "maybe"}, {"skip_unchanged_margin": 2}):
+    for bad in ({"skip_unchanged": -1}, {"skip_unchanged": "maybe"}, {"skip_unchanged_margin": 2},
+                {"skip_unchanged_check_every": -1}):
         with pytest.raises(ModelError):
             Config(**bad)
 
@@ -329,11 +338,12 @@ def test_pngs_and_progressive_jpegs_take_the_signature_from_the_input_tensor(gat
         site = f"tensor-{fmt}"
         first = gated.label(data, site=site)
         assert first == classifier.label(data)
-        assert gated.label(data, site=site) == first  # run again: confirms it
+        for _ in range(2):
+            assert gated.label(data, site=site) == first  # run again: confirm it
         assert gated.label(data, site=site) == first
-        assert _counts(gated, site) == (3, 1, 2)
+        assert _counts(gated, site) == (4, 1, 3)
     # The progressive JPEG was offered to the walker, which declined it; the PNG never.
-    assert gated.gate_stats()["walks"]["calls"] - walks <= 3
+    assert gated.gate_stats()["walks"]["calls"] - walks <= 4
 
 
 def test_the_walker_answers_jpegs_on_two_cores(gated, shots):
@@ -343,5 +353,16 @@ def test_the_walker_answers_jpegs_on_two_cores(gated, shots):
         gated.label(shot, site=site)
     after = gated.gate_stats()["walks"]
     assert after["calls"] - before["calls"] == 12  # every frame walked, and reused once confirmed
-    assert _counts(gated, site) == (12, 10, 2)
+    assert _counts(gated, site) == (12, 9, 3)
     # Whether the second core was met is up to the machine's load (test_dcsig.py).
+
+
+def test_the_config_sets_how_often_the_model_checks_a_reused_answer(models_dir, labels_path, shots, classifier):
+    cat = shots["cat"]
+    with _make(models_dir, labels_path, skip_unchanged=DEFAULT_THRESHOLD, skip_unchanged_check_every=2) as clf:
+        assert clf.gate_stats()["check_every"] == 2
+        got = [clf.label(cat[i % len(cat)], site="chk") for i in range(7)]
+        # Run, two runs that confirm, reused twice, the check (run: its own answer), reused.
+        assert _counts(clf, "chk") == (7, 3, 4)
+        assert got[5] == classifier.label(cat[5 % len(cat)])
+        assert got[3] == got[4] == got[6] == got[0]

@@ -1,6 +1,7 @@
 """The gate's verdicts: a function of the frame and the site's reference alone (the
 same on one core or two, every time), blind to brightness and noise, not to a
-small object moving; and an answer the model does not give twice is not reused."""
+small object moving; and an answer is reused only while the model's runs on the
+still scene agree with it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pyai.gate import DEFAULT_THRESHOLD, Gate, jpeg_signature
+from pyai.gate import DEFAULT_THRESHOLD, Gate, answers_agree, jpeg_signature
 
 native_dcsig = pytest.importorskip("native_dcsig")
 
@@ -89,34 +90,76 @@ def test_verdicts_are_the_same_on_one_core_or_two_every_time(pairs):
     assert said["still"] == said["gain +3%"] == said["gain -3%"] == {False}
 
 
-def test_an_answer_is_reused_once_the_model_gave_it_twice_with_a_lead():
-    sig = np.full((4, 4, 3), 100.0, np.float32)
-    a, b = np.array([9, 1], np.uint8), np.array([1, 9], np.uint8)
+# Stand-in answers of three classes: A's top-1 is class 0 and B's class 1, each the
+# other's runner-up (a near tie when their lead is small); C is another class.
+A, B, C = np.array([9, 8, 0], np.uint8), np.array([8, 9, 0], np.uint8), np.array([0, 1, 9], np.uint8)
+STILL = np.full((4, 4, 3), 100.0, np.float32)
 
-    def step(gate: Gate, answer: np.ndarray, lead: float = 0.5) -> Tuple[bool, bool]:
-        """(walked, reused) of one frame of the still scene; the model answers ``answer``."""
-        plan, got = gate.consult("s", "tensor", lambda stop: sig)
-        if got is None:
-            gate.store(plan, answer, lead)
-        return plan.walk, got is not None
 
+def _step(gate: Gate, answer: np.ndarray, lead: float = 0.5) -> Tuple[bool, Optional[np.ndarray]]:
+    """(walked, the reused answer or None) of one frame of a still scene; the model
+    answers ``answer`` with its top-1 leading by ``lead``."""
+    plan, got = gate.consult("s", "tensor", lambda stop: STILL)
+    if got is None:
+        gate.store(plan, answer, lead)
+    return plan.walk, got
+
+
+def test_answers_agree_as_the_study_counts_agreement():
+    # The same top-1, both leading by at least confirm_lead (0.1 by default).
+    assert answers_agree(0, 0.5, 0, 1, 0.3)
+    assert not answers_agree(0, 0.5, 1, 0, 0.3)  # another class, clearly
+    assert not answers_agree(0, 0.01, 0, 1, 0.5)  # the same class, but a coin flip once
+    assert not answers_agree(0, 0.5, 0, 1, 0.05)
+    # Under a lower confirm_lead, the frame's near tie whose runner-up is the answer's top-1.
+    assert answers_agree(0, 0.06, 1, 0, 0.07, confirm_lead=0.05)
+    assert not answers_agree(0, 0.5, 1, 2, 0.02, confirm_lead=0.0)  # a near tie of two other classes
+    assert answers_agree(0, 0.01, 0, 1, 0.5, confirm_lead=0.0)
+
+
+def test_an_answer_is_reused_once_two_more_runs_on_the_scene_agree_with_it():
     gate = Gate(1.0)
-    assert step(gate, a) == (True, False)  # the reference
-    assert step(gate, b) == (True, False)  # unchanged, run: another top-1, not confirmed
-    assert step(gate, a) == (True, False)  # nor now: and the site backs off
-    assert step(gate, b) == (False, False)  # straight to the model
-    assert step(gate, a) == (True, False)  # the same top-1 as the last walked run: confirmed
-    assert step(gate, b) == (True, True)  # reused from now on
-    assert step(gate, b) == (True, True)
-    # Two runs that agree, but each a near tie (lead under confirm_lead): not confirmed.
+    assert _step(gate, A) == (True, None)  # the reference
+    assert _step(gate, B) == (True, None)  # unchanged, run: another clear top-1, not confirmed
+    assert _step(gate, A) == (True, None)  # nor now: and the site backs off
+    assert _step(gate, B) == (False, None)  # straight to the model
+    assert _step(gate, A) == (True, None)  # agrees with the last walked run: one
+    assert _step(gate, A) == (True, None)  # two: confirmed
+    walked, got = _step(gate, B)
+    assert walked and got is not None and np.array_equal(got, A)  # the reference's answer, reused
+    # Runs that agree but are near ties (leads under confirm_lead) never confirm.
     gate = Gate(1.0)
-    assert [step(gate, a, 0.01)[1] for _ in range(6)] == [False] * 6
-    # Nor at leads under the default confirm_lead of 0.1 (the gate study's choice);
-    # at 0.12 they are.
-    gate = Gate(1.0)
-    assert [step(gate, a, 0.08)[1] for _ in range(6)] == [False] * 6
-    gate = Gate(1.0)
-    assert [step(gate, a, 0.12)[1] for _ in range(3)] == [False, False, True]
+    assert [_step(gate, A, 0.03)[1] is not None for _ in range(6)] == [False] * 6
+    # One agreeing run is enough at confirm_runs 1; any lead at confirm_lead 0.
+    gate = Gate(1.0, confirm_runs=1, confirm_lead=0.0)
+    assert [_step(gate, A, lead)[1] is not None for lead in (0.01, 0.5, 0.5)] == [False, False, True]
+    with pytest.raises(ValueError):
+        Gate(1.0, confirm_runs=0)
+
+
+def test_a_reused_answer_is_checked_by_the_model_every_check_every_frames():
+    gate = Gate(1.0, check_every=3)
+    got = [_step(gate, A)[1] is not None for _ in range(12)]
+    # Three runs (the reference and two that confirm it), then 3 reused and a check
+    # (run; agrees), twice over.
+    assert got == [False, False, False, True, True, True, False, True, True, True, False, True]
+    assert gate.stats()["check_every"] == 3 and gate.stats()["confirm_runs"] == 2
+    # A check the model disagrees with ends the reuse: that frame's answer is the
+    # new reference, to be confirmed again.
+    gate = Gate(1.0, check_every=2)
+    seen = [_step(gate, x) for x in (A, A, A, A, A, C, C, C, C)]
+    assert [g is not None for _, g in seen] == [False, False, False, True, True, False, False, False, True]
+    assert np.array_equal(seen[4][1], A) and np.array_equal(seen[-1][1], C)
+    # Again: the check (the second frame here) disagrees, two more runs confirm A.
+    seen = [_step(gate, x) for x in (C, A, A, A, A)]
+    assert [(w, g is not None) for w, g in seen] == [(True, True), (True, False), (True, False), (True, False),
+                                                     (True, True)]
+    assert np.array_equal(seen[-1][1], A)
+    # 0: never checked.
+    gate = Gate(1.0, check_every=0)
+    assert [_step(gate, A)[1] is not None for _ in range(40)] == [False] * 3 + [True] * 37
+    with pytest.raises(ValueError):
+        Gate(1.0, check_every=-1)
 
 
 def test_a_slow_pan_is_answered_only_from_a_view_a_few_pixels_back(images):

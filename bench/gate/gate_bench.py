@@ -28,8 +28,9 @@ own noise and a pixel of jitter, so no two frames have the same bytes:
   top-1 agreement per kind (near ties forgiven: a class within 0.1 of the gate-off
   top-1; and strict: only its second, when the top-1 led by less than 0.1) and
   whether the gate's answers were the same in every round. Once for each held-out
-  part: "all kinds" (ImageNet samples) and "all kinds (held-out 2)" (scikit-image's
-  photos; skipped without scikit-image).
+  part: "all kinds" (ImageNet samples), "all kinds (held-out 2)" (scikit-image's
+  photos; skipped without scikit-image), "all kinds (held-out 3)" and "all kinds
+  (held-out 4)" (ImageNet samples no earlier part uses, each its own camera).
 
 Writes ``bench/results/<arch>-gate-bench.json``.
 """
@@ -54,7 +55,8 @@ from bench.gate.gate_sequences import Camera, Scene, SequenceSpec  # noqa: E402
 
 # The all-kinds sequences, one per held-out part of the gate study: name -> that
 # part, and (kind, first frame, frames) in order (filled when they are built).
-ALL_KINDS = {"all kinds": "held-out", "all kinds (held-out 2)": "held-out 2"}
+ALL_KINDS = {"all kinds": "held-out", "all kinds (held-out 2)": "held-out 2", "all kinds (held-out 3)": "held-out 3",
+             "all kinds (held-out 4)": "held-out 4"}
 KIND_SEGMENTS: Dict[str, List[tuple]] = {}
 NEAR_TIE = 0.1
 

@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 from bench.common import benchlib  # noqa: E402
 from bench.gate import gate_sequences, gate_study  # noqa: E402
 from pyai import Classifier  # noqa: E402
-from pyai.gate import DEFAULT_CONFIRM_LEAD, DEFAULT_THRESHOLD, MIN_CELLS, jpeg_signature, residuals  # noqa: E402
+from pyai.gate import (DEFAULT_CHECK_EVERY, DEFAULT_CONFIRM_LEAD, DEFAULT_CONFIRM_RUNS,  # noqa: E402
+                       DEFAULT_THRESHOLD, MIN_CELLS, residuals)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--crop-mode", help="another crop than the config's default (e.g. stretch, the default until #23)")
     ap.add_argument("--crop-fraction", type=float)
     ap.add_argument("--confirm-lead", type=float, default=DEFAULT_CONFIRM_LEAD)
+    ap.add_argument("--confirm-runs", type=int, default=DEFAULT_CONFIRM_RUNS)
+    ap.add_argument("--check-every", type=int, default=DEFAULT_CHECK_EVERY)
     args = ap.parse_args(argv)
 
     assets = benchlib.ensure_assets()
@@ -48,8 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     jpegs = gate_sequences.all_frames(item["spec"], assets["samples"], item["seed"])
     obs = gate_study.observe(clf, jpegs)
     clf.close()
-    r = gate_study.replay(jpegs, obs, DEFAULT_THRESHOLD, MIN_CELLS, args.confirm_lead)
-    sigs = [jpeg_signature(d, b) for d, b in zip(jpegs, obs["boxes"])]
+    sigs = gate_study.signatures(jpegs, obs["boxes"])
+    r = gate_study.replay(sigs, obs, DEFAULT_THRESHOLD, MIN_CELLS, args.confirm_lead, args.confirm_runs,
+                          args.check_every)
     print(f"{args.part} / {args.kind}: {len(jpegs)} frames, reused {r['gate_share']:.1%}, "
           f"strict agreement {r['top1_agreement_strict']:.2%}")
     print(f"{'frame':>5s} {'from':>5s} {'age':>4s} {'cells>thr':>9s} {'max r-allow':>11s} {'median r':>8s} "

@@ -178,16 +178,17 @@ KINDS: Dict[str, Tuple[str, dict]] = {
 }
 
 
-def kinds(pools: Dict[str, Sequence[str]], scenes: int = 4, per_scene: int = SCENE_FRAMES) -> Dict[str, SequenceSpec]:
+def kinds(pools: Dict[str, Sequence[str]], scenes: int = 4, per_scene: int = SCENE_FRAMES,
+          camera: Optional[dict] = None) -> Dict[str, SequenceSpec]:
     """One sequence per kind of scene, ``scenes`` scenes of ``per_scene`` frames, the
     photos taken in turn from ``pools`` (file names under the photos folder, or
     absolute paths): "indoor", "outdoor", "unsure" (photos the model is unsure
-    of) and "any"."""
+    of) and "any"; filmed by KIND_CAMERA, or by ``camera`` (Camera's fields)."""
     out: Dict[str, SequenceSpec] = {}
     for name, (pool_name, how) in KINDS.items():
         pool = list(pools[pool_name])
         picked = [pool[i % len(pool)] for i in range(scenes)]
-        cam = dict(KIND_CAMERA)
+        cam = dict(KIND_CAMERA if camera is None else camera)
         cam.update({k: v for k, v in how.items() if k != "mover"})
         if "mover" in how:
             others = list(pools["any"])
