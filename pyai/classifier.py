@@ -19,7 +19,7 @@ from .batching import BatchedModel, BatchRewriteError
 from .config import Config, load_config
 from .crop import Box, Crop
 from .decode import Header, Limits, check, decode, inspect, jpeg_splitter
-from .gate import Gate, source_box, walker_available, walker_stats
+from .gate import Gate, source_box, top2, walker_available, walker_stats
 from .gatekeeper import Gatekeeper, Peek
 from .labels import Result
 from .merge import merge_scores
@@ -174,10 +174,8 @@ class Classifier:
         """One row of raw scores -> (top-1 class, runner-up, the top-1's lead in
         confidence), in ``results``' order (ties: the lower index first)."""
         conf = self.card.scores.confidences(raw.reshape(-1))
-        if conf.size < 2:
-            return 0, -1, float("inf")
-        order = np.argsort(-conf, kind="stable")[:2]
-        return int(order[0]), int(order[1]), float(conf[order[0]] - conf[order[1]])
+        best, runner_up = top2(conf)
+        return best, runner_up, float(conf[best] - conf[runner_up]) if runner_up >= 0 else float("inf")
 
     # -- one frame ----------------------------------------------------------------
 

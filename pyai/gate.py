@@ -238,11 +238,10 @@ class _Site:
     kind: str = ""  # which signature: "jpeg" (DC cells) or "tensor"
     signature: Optional[np.ndarray] = None  # of the reference frame (the answer's), when reusable
     scores: Optional[np.ndarray] = None  # the model's raw output row for that frame
-    confirmed: bool = False  # the model's last run on the still scene agreed with it
     top1: int = -1  # that frame's top-1 class and its lead over the second
     lead: float = 0.0
     since_run: int = 0  # answers reused since the model last ran on the scene
-    agreed: int = 0  # runs on the still scene that agreed with the answer, since it was taken
+    agreed: int = 0  # runs on the still scene that agreed with the answer (confirm_runs: reused)
     skip: int = 0  # frames left to send to the model without a walk
     backoff: int = 0  # the next skip after a changed frame
     checked: int = 0
@@ -350,7 +349,7 @@ class Gate:
                 # Due a check: the model runs on this frame even if it has not changed.
                 due = 0 < self.check_every <= state.since_run
                 return Plan(site, kind, walk=True, ref=state.signature, scores=state.scores,
-                            confirmed=state.confirmed and not due)
+                            confirmed=state.agreed >= self.confirm_runs and not due)
             return Plan(site, kind, walk=True)
 
     def decide(self, plan: Plan, sig: Optional[np.ndarray]) -> Optional[np.ndarray]:
@@ -413,7 +412,7 @@ class Gate:
             if created:
                 state.checked += 1  # its first frame, walked before the site existed
             if top1 is None or second is None:
-                best, runner_up = _top2(scores)
+                best, runner_up = top2(scores)
                 top1 = best if top1 is None else top1
                 second = runner_up if second is None else second
             agreed = (plan.same and plan.ref is not None and state.signature is plan.ref and reusable
@@ -421,13 +420,11 @@ class Gate:
             state.since_run = 0
             if agreed:
                 state.agreed += 1
-                state.confirmed = state.confirmed or state.agreed >= self.confirm_runs
                 return
             state.top1, state.lead = top1, margin
             state.kind = plan.kind
             state.signature = plan.signature if reusable else None
             state.scores = scores.copy() if reusable else None
-            state.confirmed = False
             state.agreed = 0
             if plan.ref is not None or not reusable:
                 # Changed, or the model disagreed with itself on the still scene (or
@@ -459,18 +456,9 @@ class Gate:
             }
 
 
-def margin(scores: np.ndarray, scale: float = 1.0) -> float:
-    """How far the best raw score leads the second, times ``scale`` (a quantized
-    output's scale; the zero point cancels out)."""
-    flat = scores.reshape(-1)
-    if flat.size < 2:
-        return float("inf")
-    two = np.partition(flat, flat.size - 2)[-2:]
-    return (float(two[1]) - float(two[0])) * scale
-
-
-def _top2(scores: np.ndarray) -> Tuple[int, int]:
-    """The best and second-best indices of a row (ties: the lower index first)."""
+def top2(scores: np.ndarray) -> Tuple[int, int]:
+    """The best and second-best indices of a row (ties: the lower index first, as
+    answers are ordered); the second is -1 for a row of one."""
     flat = scores.reshape(-1)
     if flat.size < 2:
         return 0, -1

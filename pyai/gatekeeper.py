@@ -85,6 +85,11 @@ class Gatekeeper:
         return self.gate.decide(plan, sig)
 
     def _store(self, plan: Plan, raw: np.ndarray) -> np.ndarray:
+        if not plan.walk:
+            # Sent straight to the model while the site backs off: only counted, so
+            # nothing to rank (most frames of a busy camera).
+            self.gate.store(plan, raw, 0.0)
+            return raw
         top1, second, lead = self.rank(raw)
         self.gate.store(plan, raw, lead, top1, second)
         return raw

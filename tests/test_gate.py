@@ -15,7 +15,7 @@ import simplejpeg
 from pyai import BadInput, Classifier, load_config
 from pyai import gatekeeper as gatekeeper_module
 from pyai.config import Config
-from pyai.gate import DEFAULT_CHECK_EVERY, DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, Gate, changed_cells, margin, signature, site_name
+from pyai.gate import DEFAULT_CHECK_EVERY, DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, Gate, changed_cells, signature, site_name, top2
 
 from .conftest import DEFAULT_MODEL, EXPECTED_TOP1
 
@@ -284,9 +284,19 @@ def test_a_frame_has_changed_by_its_first_rows_or_by_all_of_them():
     assert gate.changed(ref[:8], ref)
 
 
-def test_margin_reads_the_lead_of_the_top_score():
-    assert margin(np.array([[3, 250, 10, 200]], np.uint8), 1 / 256) == pytest.approx(50 / 256)
-    assert margin(np.array([0.1, 0.5, 0.45], np.float32)) == pytest.approx(0.05)
+def test_top2_reads_the_best_two_in_the_order_answers_are_given():
+    assert top2(np.array([[3, 250, 10, 200]], np.uint8)) == (1, 3)
+    assert top2(np.array([0.1, 0.5, 0.45], np.float32)) == (1, 2)
+    assert top2(np.array([7, 9, 9], np.uint8)) == (1, 2)  # a tie: the lower index first
+    assert top2(np.array([0.3], np.float32)) == (0, -1)
+
+
+def test_rank_gives_the_lead_in_confidence(classifier, shots):
+    raw = classifier.infer(classifier.decode(shots["cat"][0]))
+    best, runner_up, lead = classifier.rank(raw)
+    got = classifier.results(raw, 2, 0.0)
+    assert [r["label"].split(":")[0] for r in got] == [str(best), str(runner_up)]
+    assert lead == pytest.approx(got[0]["confidence"] - got[1]["confidence"])
 
 
 def test_config_switches_and_validation():

@@ -68,7 +68,7 @@ from bench.gate import gate_sequences  # noqa: E402
 from pyai import Classifier  # noqa: E402
 from pyai.decode import inspect  # noqa: E402
 from pyai.gate import (DEFAULT_CHECK_EVERY, DEFAULT_CONFIRM_LEAD, DEFAULT_CONFIRM_RUNS,  # noqa: E402
-                       DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, MIN_CELLS, NEAR_TIE, STOP_ROWS, Gate, jpeg_signature, margin)
+                       DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, MIN_CELLS, NEAR_TIE, STOP_ROWS, Gate, jpeg_signature)
 
 THRESHOLDS = (3.0, 4.0, 6.0, 8.0)
 MIN_CELLS_GRID = (1, 3)
@@ -188,11 +188,9 @@ def unsure_photos(clf: Classifier, photos: Sequence[Path]) -> List[Path]:
     """The photos whose 720p camera view the model labels with a top-1 leading the
     second by less than UNSURE."""
     out = []
-    model = clf.model
-    scale = 1.0 if model.output_dtype == np.float32 else model.output_scale
     for p in photos:
         view = gate_sequences.fit(Image.open(p), (1280, 720))
-        if margin(clf.infer(view), scale) < UNSURE:
+        if clf.rank(clf.infer(view))[2] < UNSURE:
             out.append(p)
     return out
 
