@@ -65,11 +65,10 @@ def oracle_share(obs: Dict[str, list], per_scene: int) -> Tuple[float, List[int]
 def saved_rows(results: Path, part: str) -> Dict[str, dict]:
     """The study's rows of ``part`` at its chosen values: sequence -> {reused, speedup}."""
     data = json.loads(results.read_text())
-    keys = gate_study.KEYS
-    chosen = tuple(data["chosen"][k] for k in keys)
+    chosen = tuple(data["chosen"][k] for k in gate_study.KEYS)
     out = {}
     for row in data["parts"].get(part, []):
-        at = next(g for g in row["grid"] if tuple(g[k] for k in keys) == chosen)
+        at = gate_study.grid_at(gate_study.saved_grid(data, row), chosen)
         out[row["sequence"]] = {"reused": at["gate_share"], "speedup": row.get("speedup")}
     return out
 

@@ -50,6 +50,7 @@ import argparse
 import csv
 import importlib.util
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -364,11 +365,34 @@ def cuts_caught(spec: gate_sequences.SequenceSpec, sources: Sequence[int]) -> Tu
 
 Key = Tuple[float, int, float, int, int]
 KEYS = ("threshold", "min_cells", "confirm_lead", "confirm_runs", "check_every")
+# A grid point as the results file keeps it: one row of these under "grid_columns"
+# (72 points for each of 65 sequences; as objects the file was 1.6 MB).
+GRID_COLUMNS = KEYS + ("gate_share", "walked_share", "top1_agreement", "top1_agreement_strict", "cuts_caught", "cuts")
+
+
+def grid_at(grid: Sequence[dict], key: Key) -> dict:
+    """The grid point of ``key`` (KEYS' values) in a sequence's grid."""
+    return next(r for r in grid if tuple(r[k] for k in KEYS) == key)
 
 
 def _at(row: dict, key: Key) -> dict:
-    return next(r for r in row["grid"]
-                if tuple(r[k] for k in KEYS) == key)
+    return grid_at(row["grid"], key)
+
+
+def packed_grid(grid: Sequence[dict]) -> List[list]:
+    """A sequence's grid as the results file keeps it (GRID_COLUMNS, floats to 6 places)."""
+    return [[round(g[c], 6) if isinstance(g.get(c), float) else g.get(c) for c in GRID_COLUMNS] for g in grid]
+
+
+def saved_grid(results: dict, row: dict) -> List[dict]:
+    """A saved sequence's grid points as objects again."""
+    return [dict(zip(results["grid_columns"], values)) for values in row["grid"]]
+
+
+def results_text(doc: dict) -> str:
+    """JSON, one key a line but every list of plain values on one line (a grid point a line)."""
+    text = json.dumps(doc, indent=1)
+    return re.sub(r"\[\s*([^\[\]{}]*?)\s*\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
 
 
 def choose(rows: Sequence[dict]) -> Key:
@@ -467,17 +491,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for part in rows.values():
         for row in part:
             del row["_jpegs"], row["_obs"]
-            for r in row["grid"]:
-                del r["answers"], r["sources"]
+            row["grid"] = packed_grid(row["grid"])
 
     if not args.no_save:
         info = benchlib.machine_info()
         out = args.out or benchlib.RESULTS / f"{benchlib.results_stem(info)}-gate.json"
-        out.write_text(json.dumps({"machine": info, "date": time.strftime("%Y-%m-%d", time.gmtime()),
-                                   "command": "flock /tmp/pyai-timing.lock tox -e gate",
-                                   "chosen_on": chosen_on, "chosen": dict(zip(KEYS, chosen)),
-                                   "near_tie": NEAR_TIE, "clip_quality": CLIP_QUALITY,
-                                   "parts": rows}, indent=1) + "\n")
+        out.write_text(results_text({"machine": info, "date": time.strftime("%Y-%m-%d", time.gmtime()),
+                                     "command": "flock /tmp/pyai-timing.lock tox -e gate",
+                                     "chosen_on": chosen_on, "chosen": dict(zip(KEYS, chosen)),
+                                     "near_tie": NEAR_TIE, "clip_quality": CLIP_QUALITY,
+                                     "grid_columns": list(GRID_COLUMNS), "parts": rows}))
         print(f"\nwrote {out}")
     return 0
 
