@@ -52,13 +52,13 @@ if str(REPO) not in sys.path:
 from bench.common import benchlib  # noqa: E402
 from bench.gate import gate_sequences as gs  # noqa: E402
 from bench.gate.gate_sequences import Camera, Scene, SequenceSpec  # noqa: E402
+from pyai.gate import NEAR_TIE  # noqa: E402  (the gate study's near tie, and the gate's)
 
 # The all-kinds sequences, one per held-out part of the gate study: name -> that
 # part, and (kind, first frame, frames) in order (filled when they are built).
 ALL_KINDS = {"all kinds": "held-out", "all kinds (held-out 2)": "held-out 2", "all kinds (held-out 3)": "held-out 3",
              "all kinds (held-out 4)": "held-out 4"}
 KIND_SEGMENTS: Dict[str, List[tuple]] = {}
-NEAR_TIE = 0.1
 
 PHOTOS = {"720p": ("cat_720p.jpg", "owl.jpg", "parrot.jpg"), "1080p": ("cat_1080p.jpg", "owl.jpg", "parrot.jpg")}
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
