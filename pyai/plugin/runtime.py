@@ -282,7 +282,9 @@ class CallCounts:
 
 class _Ring:
     """The last ``size`` floats, in preallocated C doubles: a call's timing allocates
-    nothing (a deque of floats would hold a new object per call until it is full)."""
+    nothing (a deque of floats would hold a new object per call until it is full).
+    Not ``pyai.stats.Reservoir``: the guardian imports this module and stays free of
+    NumPy (importing it loads none), which ``pyai.stats`` would bring in."""
 
     __slots__ = ("_buf", "_n")
 

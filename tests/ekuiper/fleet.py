@@ -172,6 +172,60 @@ class Node(Kuiperd):
             return False
 
 
+class LatePluginRegistry:
+    """kuiperd v2.x's boot race made certain: the node's ``pyai.json`` becomes a FIFO
+    whose writer answers ``delay_s`` after kuiperd opens it, so pyai's symbols are
+    registered that long after kuiperd recovered its rules (it parses portable plugins
+    in goroutines, plugin/portable/manager.go ``syncRegistry``). The file is put back
+    once read; ``registered`` is set then (``at``: when, monotonic)."""
+
+    def __init__(self, node: Node, delay_s: float) -> None:
+        self.path = node.plugin_dir / f"{node.plugin_dir.name}.json"
+        self.delay_s = delay_s
+        self.registered = threading.Event()
+        self.at: Optional[float] = None
+        self._closing = False
+        self._content = self.path.read_bytes()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> "LatePluginRegistry":
+        self.path.unlink()
+        os.mkfifo(self.path)
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY)  # until a reader opens it
+        try:
+            if not self._closing:
+                time.sleep(self.delay_s)
+            os.write(fd, self._content)
+        finally:
+            os.close(fd)
+            self._put_back()
+            self.at = time.monotonic()
+            self.registered.set()
+
+    def _put_back(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_bytes(self._content)
+        os.replace(tmp, self.path)
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.registered.is_set():
+            # kuiperd never read it: be the reader, so the writer lets go.
+            self._closing = True
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+                self.registered.wait(5)
+                os.close(fd)
+            except OSError:
+                pass
+        self._thread.join(5)
+        if self.path.is_fifo():
+            self._put_back()
+
+
 # -- the watchdog ---------------------------------------------------------------------------
 
 @dataclass

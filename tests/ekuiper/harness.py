@@ -36,6 +36,15 @@ log = logging.getLogger("ekuiper.harness")
 
 PLUGIN = "pyai"
 
+# kuiperd v2.x parses its installed portable plugins in goroutines at boot while it
+# recovers its rules: a rule planned before pyai's symbols are registered stops with
+# "function labelImage not found" and stays stopped (docs/faults.md, "A rule stopped
+# after kuiperd restarts"). kuiperd's own cure, as the docs give it: a restart strategy
+# on the rule, which its rule patrol applies to a rule stopped by an error, every second
+# with RULE_PATROL_ENV (v1.14.7 registers plugins before its rules and needs neither).
+RULE_RESTORE_OPTIONS: Dict[str, Any] = {"restartStrategy": {"attempts": 10, "delay": 1000}}
+RULE_PATROL_ENV = {"KUIPER__BASIC__RULEPATROLINTERVAL": "1s"}
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -340,6 +349,7 @@ class Kuiperd:
             "KUIPER__BASIC__PORT": str(free_port()),
             "KUIPER__BASIC__PPROF": "false",
             "KUIPER__BASIC__PROMETHEUS": "false",
+            **RULE_PATROL_ENV,
         })
         env.update(self.extra_env)
         return env

@@ -38,7 +38,7 @@ from PIL import Image
 
 from tests.ekuiper.common import mqtt_action
 from tests.ekuiper.conftest import VERSIONS, start_host, venv_python
-from tests.ekuiper.harness import Kuiperd, Mosquitto, MqttCollector, last_exceptions, wait_for
+from tests.ekuiper.harness import RULE_RESTORE_OPTIONS, Kuiperd, Mosquitto, MqttCollector, last_exceptions, wait_for
 from tests.ekuiper.loss_accounting import (BrokerProbe, counter_deltas, hops, host_log_events, offsets,
                                            rule_counters)
 
@@ -333,12 +333,14 @@ def env(request, plugin_zip: Path, decoy_python: Path, images: Dict[str, bytes],
         k.rest.create_stream(STREAM_SQL)
         topics = {name: f"{OUT}/{name}" for name in RULES}
         sink = Sink(broker.port, topics)
+        # The restart strategy the docs give v2.x rules: the kill -9 test restarts kuiperd.
+        restore = RULE_RESTORE_OPTIONS if version.startswith("v2") else {}
         for name, sql in RULES.items():
             k.rest.create_rule(f"chaos_{name}", sql, [mqtt_action(broker.url, topics[name])],
-                               LABEL_RULE_OPTIONS if name == "label" else None)
+                               {**(LABEL_RULE_OPTIONS if name == "label" else {}), **restore})
         k.rest.create_stream(PROBE_STREAM_SQL)
         sink.listen("probe", f"{OUT}/probe")
-        k.rest.create_rule("chaos_probe", PROBE_RULE_SQL, [mqtt_action(broker.url, f"{OUT}/probe")])
+        k.rest.create_rule("chaos_probe", PROBE_RULE_SQL, [mqtt_action(broker.url, f"{OUT}/probe")], restore)
         camera = Camera(broker.port, _small_frame(images))
         e = Env(version, k, broker, camera, sink, plugin_zip, bad)
         wait_for(lambda: e.serving() and sink.after("label", 0) and sink.after("window", 0), 120,
