@@ -43,7 +43,8 @@ PLUGIN = "pyai"
 # on the rule, which its rule patrol applies to a rule stopped by an error, every second
 # with RULE_PATROL_ENV (v1.14.7 registers plugins before its rules and needs neither).
 RULE_RESTORE_OPTIONS: Dict[str, Any] = {"restartStrategy": {"attempts": 10, "delay": 1000}}
-RULE_PATROL_ENV = {"KUIPER__BASIC__RULEPATROLINTERVAL": "1s"}
+RULE_PATROL_KEY = "KUIPER__BASIC__RULEPATROLINTERVAL"
+RULE_PATROL_ENV = {RULE_PATROL_KEY: "1s"}
 
 
 def free_port() -> int:

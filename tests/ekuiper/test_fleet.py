@@ -33,15 +33,16 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
 from tests.ekuiper.conftest import PHOTOS, kuiperd_for
 from tests.ekuiper.fleet import (RESULT_PREFIX, Cameras, LatePluginRegistry, MqttSettings, Node, Pinning, Results,
                                  Timeline, Watchdog, create_stream, label_sql, private_tmp_error, put_source_conf, rest_or_fail)
-from tests.ekuiper.harness import RULE_RESTORE_OPTIONS, Mosquitto, make_venv, wait_for
+from tests.ekuiper.harness import RULE_PATROL_KEY, RULE_RESTORE_OPTIONS, Mosquitto, make_venv, wait_for
 
 pytestmark = pytest.mark.ekuiper
 
@@ -332,6 +333,22 @@ def _status_or_none(node: Node, rule: str) -> Optional[Dict[str, Any]]:
         return None
 
 
+@contextmanager
+def lone_rule(fleet: Fleet, name: str, options: Dict[str, Any]) -> Iterator[Tuple[Node, str]]:
+    """The last node alone in the shared group: stream ``tfdemo_<name>`` (MQTT 3.1.1) and
+    the tutorial's rule ``label_<name>`` with ``options`` on it; the rule dropped after."""
+    s = SETTINGS[0]
+    node, rule = fleet.nodes[-1], f"label_{name}"
+    fleet.ensure_running()
+    fleet.configure(s, f"tfdemo_{name}", f"$share/{SHARE_GROUP}/tfdemo/#", nodes=[node])
+    fleet.add_rule(node, rule, f"tfdemo_{name}", s, options=options)
+    try:
+        yield node, rule
+    finally:
+        fleet.drop_rules(rule)
+        fleet.results.clear()
+
+
 def forced_late_registry(fleet: Fleet, frames: List[Path], options: Dict[str, Any], watch_s: float,
                          patrol: Optional[str] = None) -> Dict[str, Any]:
     """One node killed and started with pyai registered LATE_REGISTRY_S late
@@ -339,43 +356,42 @@ def forced_late_registry(fleet: Fleet, frames: List[Path], options: Dict[str, An
     ``patrol``, else the suite's 1 s): the rule's status at boot, and how long after
     pyai's registration the rule ran again (None: not within ``watch_s``) and the node
     answered a frame."""
-    s = SETTINGS[0]
-    node, stream, rule = fleet.nodes[-1], "tfdemo_late", "label_late"
-    fleet.ensure_running()
-    fleet.configure(s, stream, f"$share/{SHARE_GROUP}/tfdemo/#", nodes=[node])
-    fleet.add_rule(node, rule, stream, s, options=options)
-    try:
-        fleet.warm_up(frames[0].read_bytes(), [node.name])
-        with node.lock:
-            node.kill()
-            if patrol:
-                node.extra_env["KUIPER__BASIC__RULEPATROLINTERVAL"] = patrol
-            with LatePluginRegistry(node, LATE_REGISTRY_S) as late:
-                started = time.monotonic()
-                node.start()
-                at_boot = wait_for(lambda: _status_or_none(node, rule), 10, f"{node.name}'s REST API after its start")
-                assert late.registered.wait(LATE_REGISTRY_S + 30), f"kuiperd never read pyai.json\n{node.log_tail()}"
-        assert at_boot.get("status") == "stopped by error" and "labelImage" in str(at_boot.get("message")), \
-            f"the race was not forced: the rule at boot: {at_boot}"
-        out = {"pyai_registered_after_start_s": round(late.at - started, 2), "at_boot": at_boot.get("status"),
-               "rule_running_after_s": None, "node_answered_within_s": None}
+    with lone_rule(fleet, "late", options) as (node, rule):
         try:
-            wait_for(lambda: node.rest.rule_status(rule).get("status") == "running", watch_s,
-                     f"{rule} running again after pyai registered")
-        except TimeoutError:
-            return out
-        out["rule_running_after_s"] = round(time.monotonic() - late.at, 2)
-        fleet.warm_up(frames[0].read_bytes(), [node.name], timeout=30)
-        out["node_answered_within_s"] = round(time.monotonic() - late.at - 1.0, 2)  # warm_up waits 1 s after it
-        return out
-    finally:
-        fleet.drop_rules(rule)
-        fleet.results.clear()
+            return _late_registry_run(fleet, frames, node, rule, watch_s, patrol)
+        finally:
+            if patrol:
+                with node.lock:
+                    node.extra_env.pop(RULE_PATROL_KEY, None)
+                    node.kill()
+                    node.start()
+
+
+def _late_registry_run(fleet: Fleet, frames: List[Path], node: Node, rule: str, watch_s: float,
+                       patrol: Optional[str]) -> Dict[str, Any]:
+    fleet.warm_up(frames[0].read_bytes(), [node.name])
+    with node.lock:
+        node.kill()
         if patrol:
-            with node.lock:
-                node.extra_env.pop("KUIPER__BASIC__RULEPATROLINTERVAL", None)
-                node.kill()
-                node.start()
+            node.extra_env[RULE_PATROL_KEY] = patrol
+        with LatePluginRegistry(node, LATE_REGISTRY_S) as late:
+            started = time.monotonic()
+            node.start()
+            at_boot = wait_for(lambda: _status_or_none(node, rule), 10, f"{node.name}'s REST API after its start")
+            assert late.registered.wait(LATE_REGISTRY_S + 30), f"kuiperd never read pyai.json\n{node.log_tail()}"
+    assert at_boot.get("status") == "stopped by error" and "labelImage" in str(at_boot.get("message")), \
+        f"the race was not forced: the rule at boot: {at_boot}"
+    out = {"pyai_registered_after_start_s": round(late.at - started, 2), "at_boot": at_boot.get("status"),
+           "rule_running_after_s": None, "node_answered_within_s": None}
+    try:
+        wait_for(lambda: node.rest.rule_status(rule).get("status") == "running", watch_s,
+                 f"{rule} running again after pyai registered")
+    except TimeoutError:
+        return out
+    out["rule_running_after_s"] = round(time.monotonic() - late.at, 2)
+    fleet.warm_up(frames[0].read_bytes(), [node.name], timeout=30)
+    out["node_answered_within_s"] = round(time.monotonic() - late.at - 1.0, 2)  # warm_up waits 1 s after it
+    return out
 
 
 def test_rule_back_when_plugins_register_late(fleet: Fleet, frames: List[Path]) -> None:
@@ -398,13 +414,9 @@ def test_rule_restore_rate(fleet: Fleet) -> None:
     """kill -9 and a start of one node, PYAI_FLEET_RESTARTS times, its rule without a
     restart strategy: how many times it is not running once kuiperd answers (it plans
     its rules before its REST API starts). Any that is not must be the race's."""
-    n, s = int(os.environ["PYAI_FLEET_RESTARTS"]), SETTINGS[0]
-    node, stream, rule = fleet.nodes[-1], "tfdemo_restore", "label_restore"
-    fleet.ensure_running()
-    fleet.configure(s, stream, f"$share/{SHARE_GROUP}/tfdemo/#", nodes=[node])
-    fleet.add_rule(node, rule, stream, s, options={})
+    n = int(os.environ["PYAI_FLEET_RESTARTS"])
     stopped = []
-    try:
+    with lone_rule(fleet, "restore", {}) as (node, rule):
         for i in range(n):
             with node.lock:
                 node.kill()
@@ -412,8 +424,6 @@ def test_rule_restore_rate(fleet: Fleet) -> None:
             st = wait_for(lambda: _status_or_none(node, rule), 10, f"{node.name}'s REST API after its start")
             if st.get("status") != "running":
                 stopped.append({"restart": i, "status": st.get("status"), "message": str(st.get("message"))[:160]})
-    finally:
-        fleet.drop_rules(rule)
     out = {"restarts": n, "not_running_at_boot": len(stopped), "which": stopped}
     REPORT["rule_restore_rate"] = out
     print(f"\nrule restore rate: {json.dumps(out)}")
